@@ -1,0 +1,152 @@
+"""Command line: run, demo, replay, dead-letters, schemas.
+
+Every command reads the same settings (``--config FILE`` < ``STREAM_TRAINER_*`` env <
+flags). Errors of the project are printed as one line and exit 2; nothing prints a
+traceback unless ``--log-level DEBUG``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from stream_trainer import __version__
+from stream_trainer.config import Settings, load_settings
+from stream_trainer.errors import StreamTrainerError
+from stream_trainer.logs import configure_logging
+
+log = logging.getLogger("stream_trainer")
+
+DEFAULT_SCHEMA_DIR = Path("schemas")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="stream-trainer",
+        description="Continuous training of Pulse rules (Bayesian trust) and variables "
+        "(online AR forecasters) from Kafka event streams.",
+        epilog="Settings come from --config FILE (TOML/YAML), then STREAM_TRAINER_* "
+        "environment variables, then flags. See README.md for every setting.",
+    )
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    _add_run(sub)
+    _add_replay(sub)
+    _add_dead_letters(sub)
+    _add_demo(sub)
+    _add_schemas(sub)
+    return parser
+
+
+def _common(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--config", type=Path, help="TOML or YAML settings file (env wins over it)")
+    p.add_argument("--bootstrap-servers", help="Kafka bootstrap servers (host:port,...)")
+    p.add_argument("--application-id", help="consumer group and transactional-id prefix")
+    p.add_argument("--log-level", choices=["DEBUG", "INFO", "WARNING", "ERROR"])
+    p.add_argument("--log-format", choices=["text", "json"], help="log line format")
+
+
+def _add_run(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+    p = sub.add_parser("run", help="run the trainer until SIGTERM/SIGINT (drains, exits 0)")
+    _common(p)
+    p.add_argument(
+        "--until-end",
+        action="store_true",
+        help="exit once the input end offsets captured at start are committed",
+    )
+
+
+def _add_replay(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+    p = sub.add_parser(
+        "replay", help="rebuild models from history into separate output topics, then exit"
+    )
+    _common(p)
+    p.add_argument("--from", dest="start", default="earliest", help="earliest or an RFC 3339 ts")
+    p.add_argument(
+        "--output-prefix", default="replay.", help="prefix for the output topics (default replay.)"
+    )
+
+
+def _add_dead_letters(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+    p = sub.add_parser("dead-letters", help="list dead letters, or re-publish them with --replay")
+    _common(p)
+    p.add_argument("--reason", action="append", help="only this reason (repeatable)")
+    p.add_argument("--since", help="only dead letters written at or after this RFC 3339 ts")
+    p.add_argument("--limit", type=int, default=50, help="at most N (default 50)")
+    p.add_argument("--replay", action="store_true", help="re-publish them to their source topic")
+    p.add_argument("--yes", action="store_true", help="do not ask for confirmation")
+
+
+def _add_demo(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+    p = sub.add_parser("demo", help="local broker + synthetic Pulse traffic + the trainer")
+    _common(p)
+    p.add_argument("--events", type=int, default=200_000, help="synthetic events (default 200k)")
+    p.add_argument("--variables", type=int, default=200)
+    p.add_argument("--rules", type=int, default=200)
+    p.add_argument("--seed", type=int, default=7)
+    p.add_argument("--produce-only", action="store_true", help="only produce traffic and exit")
+
+
+def _add_schemas(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+    p = sub.add_parser("schemas", help="JSON Schemas of the wire contracts")
+    action = p.add_subparsers(dest="action", required=True, metavar="ACTION")
+    export = action.add_parser("export", help="write one JSON Schema file per event type")
+    export.add_argument("directory", nargs="?", type=Path, default=DEFAULT_SCHEMA_DIR)
+
+
+def settings_from_args(args: argparse.Namespace) -> Settings:
+    return load_settings(
+        getattr(args, "config", None),
+        bootstrap_servers=getattr(args, "bootstrap_servers", None),
+        application_id=getattr(args, "application_id", None),
+        log_level=getattr(args, "log_level", None),
+        log_format=getattr(args, "log_format", None),
+    )
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return _dispatch(args)
+    except StreamTrainerError as exc:
+        log.debug("failed", exc_info=True)
+        print(f"stream-trainer: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 130
+
+
+def _dispatch(args: argparse.Namespace) -> int:
+    if args.command == "schemas":
+        from stream_trainer.events import export_schemas
+
+        for path in export_schemas(args.directory):
+            print(path)
+        return 0
+    settings = settings_from_args(args)
+    configure_logging(settings.log_level, settings.log_format)
+    if args.command == "run":
+        from stream_trainer.commands.run import run_service
+
+        return asyncio.run(run_service(settings, until_end=args.until_end))
+    if args.command == "replay":
+        from stream_trainer.commands.replay import replay
+
+        return asyncio.run(replay(settings, args.start, args.output_prefix))
+    if args.command == "dead-letters":
+        from stream_trainer.commands.dead_letters import dead_letters
+
+        return asyncio.run(dead_letters(settings, args))
+    if args.command == "demo":
+        from stream_trainer.commands.demo import demo
+
+        return asyncio.run(demo(settings, args))
+    raise AssertionError(f"unhandled command {args.command}")
+
+
+if __name__ == "__main__":
+    sys.exit(main())

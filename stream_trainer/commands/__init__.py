@@ -1,0 +1,1 @@
+"""The CLI's subcommands, one module each; `stream_trainer.cli` only parses and dispatches."""

@@ -1,0 +1,45 @@
+"""Connection options shared by every Kafka client the service creates (incl. security)."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+from aiokafka import AIOKafkaConsumer
+from aiokafka.helpers import create_ssl_context
+
+from stream_trainer.config import Settings
+
+
+def client_options(settings: Settings) -> dict[str, Any]:
+    """bootstrap + security keyword arguments for aiokafka clients; secrets never logged."""
+    options: dict[str, Any] = {
+        "bootstrap_servers": settings.bootstrap_servers,
+        "security_protocol": settings.security_protocol,
+    }
+    if settings.security_protocol in ("SSL", "SASL_SSL"):
+        options["ssl_context"] = create_ssl_context(
+            cafile=settings.ssl_cafile or None,
+            certfile=settings.ssl_certfile or None,
+            keyfile=settings.ssl_keyfile or None,
+        )
+    if settings.security_protocol.startswith("SASL"):
+        options["sasl_mechanism"] = settings.sasl_mechanism
+        options["sasl_plain_username"] = settings.sasl_username
+        options["sasl_plain_password"] = settings.password()
+    return options
+
+
+async def stop_consumer(consumer: AIOKafkaConsumer) -> None:
+    """Stop a consumer, working around aiokafka 0.14's group-less `stop()`.
+
+    `NoGroupCoordinator.close()` cancels its own background task and awaits it, so a
+    consumer stopped soon after `start()` raises that task's CancelledError out of `stop()`.
+    Only that one is swallowed: if *our* task is being cancelled, it propagates.
+    """
+    try:
+        await consumer.stop()
+    except asyncio.CancelledError:
+        current = asyncio.current_task()
+        if current is not None and current.cancelling():
+            raise

@@ -1,0 +1,131 @@
+"""Async worker pool: per-task order, cross-task parallelism, bounded queues.
+
+Each task has a bounded queue and one worker coroutine, so its batches are processed
+strictly in order; a shared semaphore caps how many batches are processed at once
+(`worker_concurrency`). `offer` never waits: a full queue answers False, which the consumer
+loop turns into pausing that task's partitions (backpressure) until `has_room` is True.
+
+Workers never die silently: an error the processor cannot handle is kept, the pool stops
+taking work, and `check()` re-raises it on the owner's next call (aiokafka style).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Awaitable, Callable
+
+from stream_trainer.aio import cancel_and_wait
+from stream_trainer.batching import PendingBatch
+
+log = logging.getLogger(__name__)
+
+Processor = Callable[[PendingBatch], Awaitable[None]]
+
+
+class _TaskQueue:
+    def __init__(self, maxsize: int) -> None:
+        self.queue: asyncio.Queue[PendingBatch] = asyncio.Queue(maxsize)
+        self.busy = False
+        self.worker: asyncio.Task[None] | None = None
+
+
+class WorkerPool:
+    """Runs `process(batch)` for queued batches: in order per task, in parallel across tasks."""
+
+    def __init__(self, process: Processor, concurrency: int, queue_size: int) -> None:
+        self._process = process
+        self._slots = asyncio.Semaphore(concurrency)
+        self._queue_size = queue_size
+        self._tasks: dict[int, _TaskQueue] = {}
+        self._error: BaseException | None = None
+
+    def add_task(self, task: int) -> None:
+        if task in self._tasks:
+            return
+        entry = _TaskQueue(self._queue_size)
+        entry.worker = asyncio.create_task(self._work(task, entry), name=f"worker-task-{task}")
+        self._tasks[task] = entry
+
+    def offer(self, batch: PendingBatch) -> bool:
+        """Queue a batch without waiting; False when the task's queue is full (or unknown)."""
+        entry = self._tasks.get(batch.task)
+        if entry is None:
+            raise KeyError(f"task {batch.task} is not in the pool")
+        try:
+            entry.queue.put_nowait(batch)
+        except asyncio.QueueFull:
+            return False
+        return True
+
+    def has_room(self, task: int) -> bool:
+        entry = self._tasks.get(task)
+        return entry is not None and not entry.queue.full()
+
+    def discard_queued(self, task: int) -> int:
+        """Drop batches not yet started (after a reset they would be stale)."""
+        entry = self._tasks.get(task)
+        dropped = 0
+        while entry is not None and not entry.queue.empty():
+            entry.queue.get_nowait()
+            entry.queue.task_done()
+            dropped += 1
+        return dropped
+
+    async def drain(self, task: int) -> None:
+        """Wait until every queued batch of the task has been processed."""
+        entry = self._tasks.get(task)
+        if entry is not None:
+            await entry.queue.join()
+
+    async def remove_task(self, task: int, *, finish_queued: bool) -> None:
+        """Stop a task's worker after its in-flight (and optionally queued) batches."""
+        entry = self._tasks.get(task)
+        if entry is None:
+            return
+        if not finish_queued:
+            self.discard_queued(task)
+        if entry.worker is not None and not entry.worker.done():
+            await entry.queue.join()
+        del self._tasks[task]
+        await cancel_and_wait(entry.worker)
+
+    def idle(self, task: int) -> bool:
+        entry = self._tasks.get(task)
+        return entry is None or (entry.queue.empty() and not entry.busy)
+
+    @property
+    def depth(self) -> int:
+        return sum(e.queue.qsize() + int(e.busy) for e in self._tasks.values())
+
+    @property
+    def tasks(self) -> list[int]:
+        return list(self._tasks)
+
+    def check(self) -> None:
+        """Re-raise the first error a worker could not handle."""
+        if self._error is not None:
+            raise self._error
+
+    async def close(self) -> None:
+        entries = list(self._tasks.values())
+        self._tasks.clear()
+        for entry in entries:
+            await cancel_and_wait(entry.worker)
+
+    async def _work(self, task: int, entry: _TaskQueue) -> None:
+        while True:
+            batch = await entry.queue.get()
+            entry.busy = True
+            try:
+                if self._error is None:
+                    async with self._slots:
+                        await self._process(batch)
+            except asyncio.CancelledError:
+                raise
+            except BaseException as exc:  # kept and re-raised by check(): never lost
+                log.exception("task %d: batch processing failed", task)
+                self._error = self._error or exc
+            finally:
+                entry.busy = False
+                entry.queue.task_done()

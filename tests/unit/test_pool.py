@@ -1,0 +1,96 @@
+"""Worker pool: per-task order, cross-task parallelism, bounded queues, errors surfaced."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+
+from stream_trainer.batching import PendingBatch
+from stream_trainer.pool import WorkerPool
+
+
+def batch(task: int, n: int) -> PendingBatch:
+    b = PendingBatch(task=task, generation=0, opened_at=0.0)
+    b.observations.extend([n])  # type: ignore[list-item]  # the payload is a marker here
+    return b
+
+
+async def test_batches_of_one_task_run_in_order_and_tasks_in_parallel() -> None:
+    seen: list[tuple[int, int]] = []
+    running = 0
+    peak = 0
+
+    async def process(b: PendingBatch) -> None:
+        nonlocal running, peak
+        running += 1
+        peak = max(peak, running)
+        await asyncio.sleep(0.01)
+        seen.append((b.task, b.observations[0]))  # type: ignore[arg-type]
+        running -= 1
+
+    pool = WorkerPool(process, concurrency=2, queue_size=10)
+    for task in (0, 1, 2):
+        pool.add_task(task)
+    for i in range(5):
+        for task in (0, 1, 2):
+            assert pool.offer(batch(task, i))
+    for task in (0, 1, 2):
+        await pool.drain(task)
+    await pool.close()
+    for task in (0, 1, 2):
+        assert [i for t, i in seen if t == task] == list(range(5))
+    assert peak == 2  # capped by concurrency, and parallel across tasks
+
+
+async def test_full_queue_refuses_without_waiting_then_has_room() -> None:
+    gate = asyncio.Event()
+
+    async def process(b: PendingBatch) -> None:
+        await gate.wait()
+
+    pool = WorkerPool(process, concurrency=1, queue_size=2)
+    pool.add_task(0)
+    assert pool.offer(batch(0, 0))
+    await asyncio.sleep(0)  # the worker takes the first batch
+    assert pool.offer(batch(0, 1)) and pool.offer(batch(0, 2))
+    assert not pool.offer(batch(0, 3))
+    assert not pool.has_room(0)
+    gate.set()
+    await pool.drain(0)
+    assert pool.has_room(0) and pool.idle(0)
+    await pool.close()
+
+
+async def test_worker_error_is_kept_and_reraised_by_check() -> None:
+    async def process(b: PendingBatch) -> None:
+        raise RuntimeError("boom")
+
+    pool = WorkerPool(process, concurrency=1, queue_size=2)
+    pool.add_task(0)
+    pool.offer(batch(0, 0))
+    await pool.drain(0)
+    with pytest.raises(RuntimeError, match="boom"):
+        pool.check()
+    await pool.close()
+
+
+async def test_remove_task_can_discard_queued_batches() -> None:
+    done: list[int] = []
+    gate = asyncio.Event()
+
+    async def process(b: PendingBatch) -> None:
+        await gate.wait()
+        done.append(b.observations[0])  # type: ignore[arg-type]
+
+    pool = WorkerPool(process, concurrency=1, queue_size=5)
+    pool.add_task(0)
+    for i in range(3):
+        pool.offer(batch(0, i))
+    await asyncio.sleep(0)
+    removal = asyncio.create_task(pool.remove_task(0, finish_queued=False))
+    await asyncio.sleep(0)
+    gate.set()
+    await removal
+    assert done == [0]  # the in-flight batch finished; queued ones were dropped
+    assert pool.tasks == []
