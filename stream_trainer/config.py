@@ -36,6 +36,8 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=
     topic_changelog: str = ""  # empty: "<application_id>-state-changelog"
     topic_replication_factor: int = -1  # -1: min(3, number of brokers)
     auto_offset_reset: Literal["earliest", "latest"] = "earliest"
+    group_instance_id: str = ""  # static membership (KIP-345): a restart keeps its tasks
+    session_timeout_ms: int = 10_000
     max_batch_events: int = 5000
     max_batch_linger_ms: int = 50
     worker_concurrency: int = 0  # 0: number of CPUs
@@ -66,6 +68,7 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=
         _check_positive(self, "max_batch_events", "max_batch_linger_ms", "queue_max_batches")
         _check_positive(self, "ar_order", "trust_half_life_s", "max_event_bytes")
         _check_positive(self, "rls_initial_p", "dedupe_window_s", "summary_interval_s")
+        _check_positive(self, "session_timeout_ms")
         if self.worker_concurrency < 0:
             raise ConfigError(_named("worker_concurrency", "must be >= 0 (0 = number of CPUs)"))
         if not 0.0 < self.rls_forgetting <= 1.0:

@@ -28,7 +28,7 @@ from stream_trainer.aio import cancel_and_wait
 from stream_trainer.batching import MicroBatcher, PendingBatch
 from stream_trainer.config import Settings
 from stream_trainer.errors import KafkaError, TaskFencedError
-from stream_trainer.kafka.admin import prepare_topics
+from stream_trainer.kafka.admin import Topology, prepare_topics
 from stream_trainer.kafka.clients import client_options
 from stream_trainer.ops.http import OpsServer
 from stream_trainer.ops.metrics import TrainerMetrics
@@ -89,6 +89,7 @@ class Trainer:
         self._loop_task: asyncio.Task[None] | None = None
         self._summary_task: asyncio.Task[None] | None = None
         self._http: OpsServer | None = None
+        self._topology: Topology | None = None
         self.progress = Progress()
 
     # -- lifecycle ------------------------------------------------------------------------
@@ -111,7 +112,7 @@ class Trainer:
                 ready_reason=self._not_ready_reason,
             )
             await self._http.start()
-        await prepare_topics(self.settings)
+        self._topology = await prepare_topics(self.settings)
         await self._tasks.start()
         self._consumer = self._new_consumer()
         try:
@@ -149,14 +150,13 @@ class Trainer:
         self._stopping.set()
         await cancel_and_wait(self._summary_task)
         loop_error = await _finish(self._loop_task)
+        self._blocked.clear()
         for task in self._pool.tasks:
-            self._blocked.pop(task, None)
-            with contextlib.suppress(Exception):
-                await self._pool.drain(task)
+            await self._pool.drain(task)
+        if self._consumer is not None:
+            await self._consumer.stop()  # leaves the group: revokes (and drops) our tasks
         await self._pool.close()
         await self._tasks.stop()
-        if self._consumer is not None:
-            await self._consumer.stop()
         if self._http is not None:
             await self._http.stop()
         log.info("trainer stopped", extra={"events": self.progress.events})
@@ -184,7 +184,11 @@ class Trainer:
             wait_s = self._batcher.seconds_until_due(time.monotonic())
             timeout_ms = int(1000 * (linger_s if wait_s is None else wait_s))
             try:
-                fetched = await consumer.getmany(timeout_ms=max(timeout_ms, 1))
+                # At most one batch per call: a task whose queue is full then holds at most a
+                # batch or two before it is paused, whatever the fetch sizes.
+                fetched = await consumer.getmany(
+                    timeout_ms=max(timeout_ms, 1), max_records=self.settings.max_batch_events
+                )
             except AioKafkaError as exc:
                 if not exc.retriable:
                     raise KafkaError(f"consumer failed: {exc!r}") from exc
@@ -270,6 +274,8 @@ class Trainer:
 
     async def _on_assigned(self, tasks: set[int]) -> None:
         assert self._consumer is not None
+        if self._stopping.is_set():
+            return  # leaving: the records of these partitions are never handed out
         new = [tp for task in tasks for tp in self._owned(task)]
         self._consumer.pause(*new)  # nothing is fetched for a task before its state is back
         try:
@@ -335,12 +341,10 @@ class Trainer:
                 consumer.seek(tp, hit.offset)
 
     async def _input_end_offsets(self) -> dict[TopicPartition, int]:
-        assert self._consumer is not None
+        assert self._consumer is not None and self._topology is not None
         topics = (self.settings.topic_observations, self.settings.topic_feedback)
         partitions = [
-            TopicPartition(t, p)
-            for t in topics
-            for p in self._consumer.partitions_for_topic(t) or ()
+            TopicPartition(t, p) for t in topics for p in range(self._topology.partitions)
         ]
         return dict(await self._consumer.end_offsets(partitions))
 
@@ -415,7 +419,11 @@ class Trainer:
             enable_auto_commit=False,
             auto_offset_reset=s.auto_offset_reset,
             isolation_level="read_committed",
+            # Range assigns partition n of both input topics to the same member: the task.
             partition_assignment_strategy=(RangePartitionAssignor,),
+            group_instance_id=s.group_instance_id or None,
+            session_timeout_ms=s.session_timeout_ms,
+            heartbeat_interval_ms=max(100, s.session_timeout_ms // 3),
             max_partition_fetch_bytes=2 * 1024 * 1024,
             fetch_max_bytes=64 * 1024 * 1024,
         )

@@ -19,7 +19,6 @@ from typing import Any, Final
 
 import msgspec
 import numpy as np
-import numpy.typing as npt
 
 from stream_trainer.events import (
     DEFAULT_MAX_EVENT_BYTES,
@@ -222,15 +221,15 @@ class _Stream:
 
     def run(self) -> Iterator[Record]:
         for chunk_start in range(0, self.n_events, _CHUNK):
-            size = min(_CHUNK, self.n_events - chunk_start)
-            draws = self.rng.random((size, 4))
-            noise = self.rng.standard_normal(size)
-            for j in range(size):
+            # Always draw whole chunks: a shorter run is then a prefix of a longer one.
+            draws: list[list[float]] = self.rng.random((_CHUNK, 4)).tolist()
+            noise: list[float] = self.rng.standard_normal(_CHUNK).tolist()
+            for j in range(min(_CHUNK, self.n_events - chunk_start)):
                 i = chunk_start + j
-                if draws[j, 0] < self.feedback_ratio:
-                    yield self._feedback(i, draws[j], float(noise[j]))
+                if draws[j][0] < self.feedback_ratio:
+                    yield self._feedback(i, draws[j], noise[j])
                 else:
-                    yield self._observation(i, float(noise[j]))
+                    yield self._observation(i, noise[j])
 
     def _next_variable(self) -> int:
         if not self.round:
@@ -257,10 +256,10 @@ class _Stream:
         )
         return OBSERVATION, event.variable.encode(), encode(event)
 
-    def _feedback(self, i: int, draws: npt.NDArray[np.float64], noise: float) -> Record:
+    def _feedback(self, i: int, draws: list[float], noise: float) -> Record:
         pulse = self.pulse
         r = min(int(draws[1] * len(pulse.rules)), len(pulse.rules) - 1)
-        rate = pulse._rates[r]
+        rate = float(pulse._rates[r])
         if i >= self.degrade and r in self.degrading:
             rate = pulse.degraded_rate
         success = bool(draws[2] < rate)

@@ -34,6 +34,12 @@ BASE_SETTINGS: Mapping[str, str] = {
     # The default 128 MiB dedupe buffer would take a quarter of the 512 MiB heap.
     "log.cleaner.dedupe.buffer.size": str(16 * 1024 * 1024),
     "num.recovery.threads.per.data.dir": "1",
+    "num.network.threads": "2",
+    # Restarts are part of the tests: a single voter can elect itself at once, and after a
+    # SIGKILL the new incarnation must not wait out the dead one's 9 s default session.
+    "controller.quorum.election.timeout.ms": "200",
+    "broker.heartbeat.interval.ms": "500",
+    "broker.session.timeout.ms": "3000",
 }
 
 _KEY_RE = re.compile(r"^[A-Za-z0-9._-]+$")
@@ -147,6 +153,8 @@ def render_properties(settings: Mapping[str, str]) -> str:
             raise ConfigError(f"invalid broker setting name {key!r}")
         if any(ord(ch) < 0x20 or ord(ch) == 0x7F for ch in value):
             raise ConfigError(f"broker setting {key} has a control character in its value")
+        if not _encodable(value):
+            raise ConfigError(f"broker setting {key} has a lone surrogate in its value")
         lines.append(f"{key}={_escape_value(value)}")
     return "\n".join(lines) + "\n"
 
@@ -160,6 +168,14 @@ def parse_properties(text: str) -> dict[str, str]:
         key, _, value = line.partition("=")
         result[key] = _unescape_value(value)
     return result
+
+
+def _encodable(value: str) -> bool:
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 def _escape_value(value: str) -> str:

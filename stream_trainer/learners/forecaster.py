@@ -183,7 +183,9 @@ class Forecaster:
     def _rls(self, rows: IntArray, y: FloatArray) -> None:
         lam = self.forgetting
         history = self._history[rows]
-        x = np.concatenate((np.ones((rows.shape[0], 1)), history), axis=1)
+        x = np.empty((rows.shape[0], self.order + 1))
+        x[:, 0] = 1.0
+        x[:, 1:] = history
         theta = self._theta[rows]
         p = self._p[rows]
         err = y - np.einsum("ni,ni->n", theta, x)

@@ -91,8 +91,7 @@ class TrustLearner:
             return LearnResult(touched=[])
         keys, codes = first_appearance_codes(columns.rule_id)
         rows = self._rows_for(keys)
-        groups = Groups.of(codes, len(keys))
-        applied = self._dedupe(columns, codes, rows, groups)
+        applied = self._dedupe(columns, codes, rows)
         touched = self._fold(columns, codes, rows, applied)
         self._maybe_prune(rows[touched])
         rejected = np.flatnonzero(~applied).astype(np.int64)
@@ -122,9 +121,7 @@ class TrustLearner:
             self._recent.extend({} for _ in range(new.shape[0]))
         return rows
 
-    def _dedupe(
-        self, columns: FeedbackColumns, codes: IntArray, rows: IntArray, groups: Groups
-    ) -> BoolArray:
+    def _dedupe(self, columns: FeedbackColumns, codes: IntArray, rows: IntArray) -> BoolArray:
         """Which events to apply; records the applied ids in the rules' recent-id dicts.
 
         This is the one per-event Python step: a dict membership test per event (and an
@@ -141,6 +138,7 @@ class TrustLearner:
         # repeated anywhere in the batch (even on another rule) just takes the exact path.
         if len(set(event_ids)) < n or any(map(dict.__contains__, stores, event_ids)):
             affected = self._affected_codes(codes, stores, event_rows, event_ids)
+            groups = Groups.of(codes, rows.shape[0])
             for code in sorted(affected):
                 self._dedupe_rule(code, rows, groups, event_ids, ts, applied)
             fresh = (~np.isin(codes, np.fromiter(affected, dtype=np.int64))).tolist()
@@ -186,7 +184,7 @@ class TrustLearner:
         for i in groups.order[start : start + int(groups.counts[code])].tolist():
             eid, t = event_ids[i], ts[i]
             seen = store.get(eid)
-            if seen is not None and seen > clock - self.dedupe_window_s:
+            if seen is not None and seen >= clock - self.dedupe_window_s:
                 applied[i] = False
                 continue
             store[eid] = t if seen is None else max(seen, t)

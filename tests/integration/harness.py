@@ -212,15 +212,22 @@ async def wait_consumed(
     raise AssertionError(f"inputs not consumed within {timeout_s}s: {committed} vs {ends}")
 
 
+def cli(*args: str) -> list[str]:
+    return [sys.executable, "-m", "stream_trainer.cli", *args]
+
+
+def cli_env(bootstrap: str, topics: Topics, **settings: Any) -> dict[str, str]:
+    return {**os.environ, **topics.env(bootstrap, **settings)}
+
+
 def start_trainer(
     bootstrap: str, topics: Topics, log_path: Path, *args: str, **settings: Any
 ) -> subprocess.Popen[bytes]:
     """The trainer as a real subprocess through its CLI (`python -m stream_trainer.cli`)."""
-    env = {**os.environ, **topics.env(bootstrap, **settings)}
     log = log_path.open("ab")
     return subprocess.Popen(
-        [sys.executable, "-m", "stream_trainer.cli", "run", *args],
-        env=env,
+        cli("run", *args),
+        env=cli_env(bootstrap, topics, **settings),
         stdout=log,
         stderr=subprocess.STDOUT,
     )
@@ -247,7 +254,9 @@ class Expected:
     total: int
 
 
-def expected_models(records: Sequence[InputRecord], **params: Any) -> Expected:
+def expected_models(
+    records: Sequence[InputRecord], max_event_bytes: int = 65_536, **params: Any
+) -> Expected:
     """Reference results for the valid inputs, in per-model input order."""
     feedback: list[tuple[str, str, float, bool, float]] = []
     observations: list[tuple[str, int, float]] = []
@@ -255,13 +264,13 @@ def expected_models(records: Sequence[InputRecord], **params: Any) -> Expected:
     for kind, key, value in records:
         try:
             if kind == "observation":
-                o = decode_observation(value)
+                o = decode_observation(value, max_bytes=max_event_bytes)
                 if key != o.variable.encode():
                     invalid += 1
                     continue
                 observations.append((o.variable, ts_us(o.ts), o.value))
             else:
-                f = decode_feedback(value)
+                f = decode_feedback(value, max_bytes=max_event_bytes)
                 if key != f.rule_id.encode():
                     invalid += 1
                     continue
@@ -282,19 +291,22 @@ class Outputs:
     dead_letters: list[Any] = field(default_factory=list)
 
 
-async def read_outputs(bootstrap: str, topics: Topics, isolation: str = "read_committed") -> Outputs:
+async def read_outputs(
+    bootstrap: str, topics: Topics, isolation: str = "read_committed", prefix: str = ""
+) -> Outputs:
+    """The trainer's outputs; `prefix` reads a replay's prefixed topics instead."""
     out = Outputs()
     rule_dec = msgspec.json.Decoder(RuleVersion)
     model_dec = msgspec.json.Decoder(ModelVersion)
     metrics_dec = msgspec.json.Decoder(TrainingMetrics)
-    for rec in await read_all(bootstrap, topics.rule_versions, isolation=isolation):
+    for rec in await read_all(bootstrap, prefix + topics.rule_versions, isolation=isolation):
         rv = rule_dec.decode(rec.value)
         out.rules[rv.rule_id].append(rv)
-    for rec in await read_all(bootstrap, topics.model_versions, isolation=isolation):
+    for rec in await read_all(bootstrap, prefix + topics.model_versions, isolation=isolation):
         mv = model_dec.decode(rec.value)
         out.models[mv.model_id].append(mv)
-    out.metrics = [metrics_dec.decode(r.value) for r in await read_all(bootstrap, topics.metrics, isolation=isolation)]
-    out.dead_letters = await read_all(bootstrap, topics.dead_letter, isolation=isolation)
+    out.metrics = [metrics_dec.decode(r.value) for r in await read_all(bootstrap, prefix + topics.metrics, isolation=isolation)]
+    out.dead_letters = await read_all(bootstrap, prefix + topics.dead_letter, isolation=isolation)
     return out
 
 
@@ -363,3 +375,14 @@ def _verify_metrics(out: Outputs, expected: Expected) -> list[str]:
     if len(out.dead_letters) != expected.invalid:
         problems.append(f"{len(out.dead_letters)} dead letters, expected {expected.invalid}")
     return problems
+
+
+def summarize(problems: list[str], examples: int = 5) -> str:
+    """Problems grouped by kind, with a few examples of each (for assertion messages)."""
+    groups: dict[str, list[str]] = defaultdict(list)
+    for problem in problems:
+        kind = problem.split(":", 1)[-1].split()[0] if problem.startswith(("rule ", "model ")) else problem[:40]
+        groups[kind].append(problem)
+    return "\n".join(
+        f"{len(items)} x {kind}: " + " | ".join(items[:examples]) for kind, items in groups.items()
+    )

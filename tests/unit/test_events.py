@@ -357,4 +357,6 @@ def test_batch_and_single_decoders_agree(reason: ev.Reason, kind: str, raw: byte
 
 
 def test_non_finite_python_floats_never_reach_events() -> None:
-    assert math.isfinite(ev.decode_observation(OBS.replace(b"4321.5", b"1.7976931348623157e308")).value)
+    assert math.isfinite(
+        ev.decode_observation(OBS.replace(b"4321.5", b"1.7976931348623157e308")).value
+    )

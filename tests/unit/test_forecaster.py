@@ -71,7 +71,7 @@ def _assert_close(actual: float, expected: float, rel: float = 1e-6) -> None:
     assert actual == pytest.approx(expected, rel=rel, abs=1e-12)
 
 
-@settings(max_examples=120, deadline=None)
+@settings(max_examples=80, deadline=None)
 @given(data=st.data(), order=st.sampled_from([1, 2, 3]))
 def test_any_batching_matches_reference(data: st.DataObject, order: int) -> None:
     events = data.draw(observation_streams())

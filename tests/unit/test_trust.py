@@ -105,7 +105,7 @@ def _close(a: float, b: float) -> bool:
     return abs(a - b) <= 1e-9 * max(abs(a), abs(b), 1e-300)
 
 
-@settings(max_examples=150, deadline=None)
+@settings(max_examples=80, deadline=None)
 @given(data=st.data(), half_life_days=st.sampled_from([0.5, 3.0, 30.0]))
 def test_any_batching_matches_reference(data: st.DataObject, half_life_days: float) -> None:
     events = data.draw(feedback_streams())

@@ -1,0 +1,158 @@
+"""Shared pieces of the benchmark: the machine, the input, group progress sampling."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import platform
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import IO, Any
+
+import numpy as np
+from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+
+ROOT = Path(__file__).resolve().parents[1]
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+
+from stream_trainer.synthetic import SyntheticPulse  # noqa: E402
+from tests.integration import harness  # noqa: E402
+from tests.integration.harness import Topics  # noqa: E402
+
+__all__ = ["ROOT", "SEED", "Progress", "Topics", "Workload", "machine", "prefill", "spawn"]
+
+SEED = 20260101
+PARTITIONS = 6
+
+
+@dataclass(frozen=True)
+class Workload:
+    """The seeded input: 1:1 observations:feedback over n_variables variables and n_rules rules."""
+
+    events: int
+    n_variables: int = 10_000
+    n_rules: int = 10_000
+    partitions: int = PARTITIONS
+    seed: int = SEED
+
+    def records(self, n: int | None = None) -> list[harness.InputRecord]:
+        pulse = SyntheticPulse(self.seed, self.n_variables, self.n_rules)
+        return list(pulse.records(self.events if n is None else n))
+
+
+def machine() -> dict[str, Any]:
+    """What the numbers were measured on."""
+    cpu = "unknown"
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    import aiokafka
+    import msgspec
+
+    info: dict[str, Any] = {
+        "cores": os.cpu_count(),
+        "cpu_model": cpu,
+        "python": platform.python_version(),
+        "numpy": np.__version__,
+        "msgspec": msgspec.__version__,
+        "aiokafka": aiokafka.__version__,
+        "platform": platform.platform(),
+        "openblas_coretype": os.environ.get("OPENBLAS_CORETYPE"),
+        "mem_total_gib": _mem_total_gib(),
+    }
+    try:
+        import faust
+
+        info["faust_streaming"] = faust.__version__
+    except ImportError:
+        info["faust_streaming"] = None
+    return info
+
+
+def _mem_total_gib() -> float | None:
+    try:
+        for line in Path("/proc/meminfo").read_text().splitlines():
+            if line.startswith("MemTotal:"):
+                return round(int(line.split()[1]) / 2**20, 1)
+    except OSError:
+        pass
+    return None
+
+
+async def create_topics(bootstrap: str, names: list[str], partitions: int) -> None:
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
+    await admin.start()
+    try:
+        await admin.create_topics([NewTopic(t, partitions, 1) for t in names])
+    finally:
+        await admin.close()
+
+
+async def prefill(bootstrap: str, topics: Topics, workload: Workload) -> float:
+    """Create the input topics and produce the workload; returns seconds taken."""
+    started = time.monotonic()
+    await harness.create_inputs(bootstrap, topics, workload.partitions)
+    await harness.produce(bootstrap, topics, workload.records())
+    return time.monotonic() - started
+
+
+@dataclass
+class Progress:
+    """(seconds since start, records committed by the group) samples."""
+
+    samples: list[tuple[float, int]] = field(default_factory=list)
+
+    def steady_rate(self, total: int, low: float = 0.1, high: float = 0.9) -> float | None:
+        """Events/s between the first sample past ``low`` and the first past ``high`` of total."""
+        start = next(((t, n) for t, n in self.samples if n >= low * total), None)
+        end = next(((t, n) for t, n in self.samples if n >= high * total), None)
+        if start is None or end is None or end[0] <= start[0]:
+            return None
+        return (end[1] - start[1]) / (end[0] - start[0])
+
+    def first_commit_s(self) -> float | None:
+        return next((t for t, n in self.samples if n > 0), None)
+
+
+async def sample_group(
+    bootstrap: str, group: str, started: float, progress: Progress, interval_s: float = 0.25
+) -> None:
+    """Record the group's committed total until cancelled."""
+    while True:
+        committed = await harness.committed_offsets(bootstrap, group)
+        progress.samples.append((time.monotonic() - started, sum(committed.values())))
+        await asyncio.sleep(interval_s)
+
+
+def rss_bytes(pid: int) -> int:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) * 1024
+    return 0
+
+
+def spawn(
+    command: list[str], log: IO[bytes], env: dict[str, str] | None = None
+) -> subprocess.Popen[bytes]:
+    """Start a subprocess (fork + exec returns at once; it is waited on with wait_process)."""
+    return subprocess.Popen(command, cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
+
+
+async def wait_process(proc: subprocess.Popen[bytes], timeout_s: float) -> int:
+    """Wait for a subprocess without blocking the loop; kill it past the timeout."""
+    deadline = time.monotonic() + timeout_s
+    while proc.poll() is None:
+        if time.monotonic() > deadline:
+            proc.kill()
+            proc.wait()
+            raise TimeoutError(f"process {proc.pid} still running after {timeout_s}s")
+        await asyncio.sleep(0.05)
+    return proc.returncode

@@ -1,0 +1,1 @@
+"""Adapters that host stream-trainer's learners inside other stream processors."""
