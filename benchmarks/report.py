@@ -125,8 +125,8 @@ def plot(results: dict[str, Any], path: Path) -> None:
                 label=f"stream-trainer {guarantee}",
             )
     left.axhline(results["ceiling"]["steady_events_per_s"], ls="--", c="grey", label="ceiling")
-    for r in results["faust"]:
-        left.axhline(r["steady_events_per_s"], ls=":", label=f"Faust {r['mode']}")
+    for i, r in enumerate(results["faust"]):
+        left.axhline(r["steady_events_per_s"], ls=":", c=f"C{i + 2}", label=f"Faust {r['mode']}")
     left.set_xscale("log")
     left.set_yscale("log")
     left.set_xlabel("max_batch_events")

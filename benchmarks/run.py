@@ -80,10 +80,11 @@ async def measure(args: argparse.Namespace, bootstrap: str, out_dir: Path) -> di
         )
     _say("learner micro-benchmarks")
     results["learners_table"], results["learners"] = _learners(out_dir)
-    best = max(
+    # The latency trainer runs with the default settings: half of *their* measured maximum.
+    best = next(
         r["steady_events_per_s"] or 0
         for r in results["trainer"]
-        if r["guarantee"] == "exactly_once"
+        if r["guarantee"] == "exactly_once" and r["max_batch_events"] == 5000
     )
     _say(f"latency at {best / 2:,.0f} events/s")
     results["latency"] = await run_latency(bootstrap, best / 2, args.latency_s, out_dir, workload)

@@ -14,7 +14,7 @@ trainer's dead-letter topic. Sends are not awaited one by one: the producer batc
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from types import TracebackType
 from typing import Any, Generic, Protocol, Self, TypeVar
 
@@ -61,6 +61,7 @@ class _Publisher(Generic[E]):
         max_event_bytes: int = DEFAULT_MAX_EVENT_BYTES,
         client_id: str | None = None,
         producer: Producer | None = None,
+        security: Mapping[str, Any] | None = None,
     ) -> None:
         self.topic = topic
         self._decode: Callable[..., E] = decode
@@ -72,6 +73,9 @@ class _Publisher(Generic[E]):
             "linger_ms": linger_ms,
             "acks": "all",
             "enable_idempotence": True,
+            # e.g. stream_trainer.kafka.clients.client_options(settings) minus bootstrap, or
+            # security_protocol / sasl_* / ssl_context as aiokafka names them.
+            **(security or {}),
         }
         self._injected = producer
         self._producer: Producer | None = None
@@ -200,6 +204,7 @@ class ObservationPublisher(_Publisher[Observation]):
         max_event_bytes: int = DEFAULT_MAX_EVENT_BYTES,
         client_id: str | None = None,
         producer: Producer | None = None,
+        security: Mapping[str, Any] | None = None,
     ) -> None:
         super().__init__(
             bootstrap_servers,
@@ -210,6 +215,7 @@ class ObservationPublisher(_Publisher[Observation]):
             max_event_bytes=max_event_bytes,
             client_id=client_id,
             producer=producer,
+            security=security,
         )
 
 
@@ -225,6 +231,7 @@ class FeedbackPublisher(_Publisher[Feedback]):
         max_event_bytes: int = DEFAULT_MAX_EVENT_BYTES,
         client_id: str | None = None,
         producer: Producer | None = None,
+        security: Mapping[str, Any] | None = None,
     ) -> None:
         super().__init__(
             bootstrap_servers,
@@ -235,4 +242,5 @@ class FeedbackPublisher(_Publisher[Feedback]):
             max_event_bytes=max_event_bytes,
             client_id=client_id,
             producer=producer,
+            security=security,
         )

@@ -9,12 +9,11 @@ is full, the task's partitions are paused until there is room (backpressure).
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import os
 import socket
 import time
-from collections import defaultdict, deque
+from collections import Counter, defaultdict, deque
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -25,7 +24,7 @@ from aiokafka.errors import CommitFailedError
 from aiokafka.errors import KafkaError as AioKafkaError
 
 from stream_trainer.aio import cancel_and_wait
-from stream_trainer.batching import MicroBatcher, PendingBatch
+from stream_trainer.batching import Kind, MicroBatcher, PendingBatch
 from stream_trainer.config import Settings
 from stream_trainer.errors import KafkaError, TaskFencedError
 from stream_trainer.kafka.admin import Topology, prepare_topics
@@ -212,7 +211,7 @@ class Trainer:
             # our listener has restored its task; rewind so they are read again, not lost.
             self._rewind(tp, records[0].offset)
             return
-        kind = "observation" if tp.topic == self.settings.topic_observations else "feedback"
+        kind: Kind = "observation" if tp.topic == self.settings.topic_observations else "feedback"
         self.metrics.events_consumed.labels(topic=tp.topic).inc(len(records))
         self.progress.events += len(records)
         self._enqueue(self._batcher.add(tp.partition, task.generation, kind, records, now))
@@ -352,19 +351,23 @@ class Trainer:
         """True once every input partition's committed offset reached its captured end."""
         ends = self.progress.end_offsets
         committed: dict[TopicPartition, int] = {}
-        for task in self._tasks.tasks.values():
-            committed.update(task.committed)
+        for owned in self._tasks.tasks.values():
+            committed.update(owned.committed)
         for tp, end in ends.items():
             if committed.get(tp, 0) >= end:
                 continue
-            task = self._tasks.tasks.get(tp.partition)
-            if task is None or not self._pool.idle(tp.partition) or self._blocked.get(tp.partition):
+            if not self._settled(tp.partition):
                 return False
             assert self._consumer is not None
             position = await self._consumer.position(tp)
             if position < end or self._batcher.open_records:
                 return False
         return True
+
+    def _settled(self, task: int) -> bool:
+        """Owned, with nothing queued, in flight or blocked."""
+        owned = task in self._tasks.tasks
+        return owned and self._pool.idle(task) and not self._blocked.get(task)
 
     # -- observability --------------------------------------------------------------------
 
@@ -404,11 +407,15 @@ class Trainer:
 
     def _update_model_gauges(self) -> None:
         rules = models = 0
+        by_status: Counter[str] = Counter()
         for task in self._tasks.tasks.values():
             r, m = task.state.model_counts
             rules, models = rules + r, models + m
+            by_status.update(task.status_counts)
         self.metrics.models.labels(kind="rule").set(rules)
         self.metrics.models.labels(kind="model").set(models)
+        for status in ("active", "probation", "retired"):
+            self.metrics.rules_by_status.labels(status=status).set(by_status[status])
 
     def _new_consumer(self) -> AIOKafkaConsumer:
         s = self.settings

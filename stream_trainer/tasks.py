@@ -51,6 +51,8 @@ class Task:
     generation: int = 0
     resetting: bool = False
     committed: dict[TopicPartition, int] = field(default_factory=dict)
+    status_counts: dict[str, int] = field(default_factory=dict)
+    status_refreshed_at: float = float("-inf")
 
 
 def producer_options(settings: Settings) -> dict[str, object]:
@@ -166,6 +168,15 @@ class TaskManager:
             return
         task.committed.update(outputs.offsets)
         self._record(applied, outputs, time.monotonic() - started)
+        await self._refresh_status_counts(task)
+
+    async def _refresh_status_counts(self, task: Task) -> None:
+        """Recount rules by status, from the task's own worker so no batch races it."""
+        now = time.monotonic()
+        if now - task.status_refreshed_at < self._settings.summary_interval_s:
+            return
+        task.status_refreshed_at = now
+        task.status_counts = await asyncio.to_thread(task.state.trust.status_counts)
 
     async def _apply(self, task: Task, pending: PendingBatch) -> AppliedBatch:
         def work() -> AppliedBatch:

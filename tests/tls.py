@@ -44,16 +44,70 @@ def make_tls(directory: Path) -> TlsFiles:
     """A CA and a CA-signed broker certificate valid for 127.0.0.1 and localhost."""
     password = secrets.token_hex(8)
     (directory / "san.cnf").write_text("subjectAltName=IP:127.0.0.1,DNS:localhost\n")
-    _openssl(directory, "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2",
-             "-keyout", "ca.key", "-out", "ca.pem", "-subj", "/CN=stream-trainer test CA")
-    _openssl(directory, "req", "-newkey", "rsa:2048", "-nodes", "-keyout", "broker.key",
-             "-out", "broker.csr", "-subj", "/CN=localhost")
-    _openssl(directory, "x509", "-req", "-in", "broker.csr", "-CA", "ca.pem", "-CAkey",
-             "ca.key", "-CAcreateserial", "-days", "2", "-extfile", "san.cnf",
-             "-out", "broker.pem")
-    _openssl(directory, "pkcs12", "-export", "-in", "broker.pem", "-inkey", "broker.key",
-             "-certfile", "ca.pem", "-name", "broker", "-out", "broker.p12",
-             "-passout", f"pass:{password}")
+    _openssl(
+        directory,
+        "req",
+        "-x509",
+        "-newkey",
+        "rsa:2048",
+        "-nodes",
+        "-days",
+        "2",
+        "-keyout",
+        "ca.key",
+        "-out",
+        "ca.pem",
+        "-subj",
+        "/CN=stream-trainer test CA",
+    )
+    _openssl(
+        directory,
+        "req",
+        "-newkey",
+        "rsa:2048",
+        "-nodes",
+        "-keyout",
+        "broker.key",
+        "-out",
+        "broker.csr",
+        "-subj",
+        "/CN=localhost",
+    )
+    _openssl(
+        directory,
+        "x509",
+        "-req",
+        "-in",
+        "broker.csr",
+        "-CA",
+        "ca.pem",
+        "-CAkey",
+        "ca.key",
+        "-CAcreateserial",
+        "-days",
+        "2",
+        "-extfile",
+        "san.cnf",
+        "-out",
+        "broker.pem",
+    )
+    _openssl(
+        directory,
+        "pkcs12",
+        "-export",
+        "-in",
+        "broker.pem",
+        "-inkey",
+        "broker.key",
+        "-certfile",
+        "ca.pem",
+        "-name",
+        "broker",
+        "-out",
+        "broker.p12",
+        "-passout",
+        f"pass:{password}",
+    )
     return TlsFiles(directory / "ca.pem", directory / "broker.p12", password)
 
 
@@ -81,10 +135,21 @@ def add_scram_user(plaintext_bootstrap: str, name: str, password: str) -> None:
     deploy = default_deploy_dir()
     libs = resolve_jars(deploy, default_cache_dir(kafka_version(deploy)))
     command = [
-        str(find_java()), "-XX:TieredStopAtLevel=1", "-Xmx256m", "-cp", classpath(libs),
-        "kafka.admin.ConfigCommand", "--bootstrap-server", plaintext_bootstrap, "--alter",
-        "--entity-type", "users", "--entity-name", name,
-        "--add-config", f"SCRAM-SHA-256=[iterations=4096,password={password}]",
+        str(find_java()),
+        "-XX:TieredStopAtLevel=1",
+        "-Xmx256m",
+        "-cp",
+        classpath(libs),
+        "kafka.admin.ConfigCommand",
+        "--bootstrap-server",
+        plaintext_bootstrap,
+        "--alter",
+        "--entity-type",
+        "users",
+        "--entity-name",
+        name,
+        "--add-config",
+        f"SCRAM-SHA-256=[iterations=4096,password={password}]",
     ]
     done = subprocess.run(
         command, capture_output=True, text=True, timeout=_TOOL_TIMEOUT_S, check=False

@@ -8,12 +8,12 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from aiokafka.errors import KafkaError as AioKafkaError
 
 from stream_trainer.config import Settings
 from stream_trainer.errors import ConfigError, KafkaError
-from stream_trainer.kafka.clients import client_options, stop_consumer
+from stream_trainer.kafka.clients import client_options, stop_consumer, topic_partitions
 
 PAYLOAD_PREFIX = 60
 
@@ -48,8 +48,7 @@ async def read_dead_letters(
     )
     try:
         await consumer.start()
-        partitions = consumer.partitions_for_topic(settings.topic_dead_letter) or set()
-        tps = [TopicPartition(settings.topic_dead_letter, p) for p in sorted(partitions)]
+        tps = await topic_partitions(consumer, settings.topic_dead_letter)
         if not tps:
             return []
         consumer.assign(tps)

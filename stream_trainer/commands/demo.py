@@ -41,7 +41,7 @@ from typing import Any
 import msgspec
 
 from stream_trainer.config import Settings
-from stream_trainer.errors import KafkaError, StreamTrainerError
+from stream_trainer.errors import ConfigError, KafkaError, StreamTrainerError
 from stream_trainer.kafka._broker_config import choose_free_ports
 from stream_trainer.kafka._kafka_probe import fetch_cluster_info
 from stream_trainer.kafka.local_broker import ensure_local_broker
@@ -74,10 +74,11 @@ TOPIC_FIELDS = (
     "topic_dead_letter",
 )
 
-log = logging.getLogger(__name__)
-
 
 def plan_from_args(args: argparse.Namespace) -> TrafficPlan:
+    for flag in ("events", "variables", "rules"):
+        if getattr(args, flag) < 1:
+            raise ConfigError(f"--{flag} must be >= 1, got {getattr(args, flag)}")
     return TrafficPlan(
         seed=args.seed,
         events=args.events,
@@ -93,6 +94,8 @@ async def demo(settings: Settings, args: argparse.Namespace) -> int:
         if args.produce_only:
             return await produce_only(settings, plan, interrupted)
         bootstrap = await choose_bootstrap(settings)
+        if interrupted.is_set():  # while the local broker was starting
+            return INTERRUPTED
         run_settings = demo_settings(settings, bootstrap, run_label())
         with _quiet_trainer_logs(settings):
             return await run_demo(run_settings, plan, interrupted)
@@ -125,8 +128,8 @@ async def choose_bootstrap(settings: Settings) -> str:
         return settings.bootstrap_servers
     if await asyncio.to_thread(_kafka_answers, *LOCAL_KAFKA):
         return settings.bootstrap_servers
-    _say("no Kafka on localhost:9092: starting the local broker (scripts/kafka-local; the first")
-    _say("run downloads Kafka's jars from Maven Central, later runs start in seconds) ...")
+    _say("no Kafka on localhost:9092: using the local broker of scripts/kafka-local, started")
+    _say("if needed (its first start downloads Kafka's jars from Maven Central) ...")
     bootstrap = await asyncio.to_thread(ensure_local_broker)
     _say(f"local Kafka broker at {bootstrap} (stop it with: scripts/kafka-local stop)")
     return bootstrap

@@ -21,7 +21,7 @@ import numpy as np
 import numpy.typing as npt
 
 ColumnsT = TypeVar("ColumnsT", contravariant=True)
-VersionT = TypeVar("VersionT", covariant=True)
+VersionT = TypeVar("VersionT")
 
 
 @dataclass(frozen=True, slots=True)

@@ -273,6 +273,16 @@ class TrustLearner:
             )
         ]
 
+    def status_counts(self) -> dict[str, int]:
+        """How many of the learner's rules are in each status (for the rules gauge)."""
+        n = len(self)
+        alpha = 1.0 + self._succ[:n]
+        beta = 1.0 + self._fail[:n]
+        high = betaincinv(alpha, beta, 0.975)
+        codes = _status_codes(alpha / (alpha + beta), high, self.retire_below, self.probation_below)
+        counts = np.bincount(codes, minlength=len(_STATUSES))
+        return dict(zip(_STATUSES, counts.tolist(), strict=True))
+
     def dump(self, keys: Sequence[str]) -> list[tuple[str, bytes]]:
         """Changelog records (key, msgpack bytes) of ``keys``; ids outside the window are
         left out, as they can no longer reject anything."""
@@ -312,8 +322,14 @@ class TrustLearner:
             self._prune_at[row] = max(_PRUNE_MIN, 2 * len(state.recent))
 
 
+def _status_codes(
+    trust: FloatArray, high: FloatArray, retire_below: float, probation_below: float
+) -> IntArray:
+    return np.where(high < retire_below, 2, np.where(trust < probation_below, 1, 0))
+
+
 def _status(
     trust: FloatArray, high: FloatArray, retire_below: float, probation_below: float
 ) -> list[RuleStatus]:
-    codes = np.where(high < retire_below, 2, np.where(trust < probation_below, 1, 0))
+    codes = _status_codes(trust, high, retire_below, probation_below)
     return [_STATUSES[code] for code in codes.tolist()]

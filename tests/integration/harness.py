@@ -26,7 +26,6 @@ from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import GroupCoordinatorNotAvailableError
 
 from stream_trainer.errors import DecodeError
-from stream_trainer.kafka.clients import stop_consumer
 from stream_trainer.events import (
     ModelVersion,
     RuleVersion,
@@ -36,6 +35,7 @@ from stream_trainer.events import (
     ts_s,
     ts_us,
 )
+from stream_trainer.kafka.clients import stop_consumer, topic_partitions
 from tests.reference_learners import ReferenceResult, reference_forecaster, reference_trust
 
 TRUST_RTOL = 1e-9
@@ -114,7 +114,10 @@ async def create_inputs(bootstrap: str, topics: Topics, partitions: int) -> None
 async def produce(bootstrap: str, topics: Topics, records: Iterable[InputRecord]) -> int:
     """Produce inputs (keyed, so each model's events stay in one partition, in order)."""
     producer = AIOKafkaProducer(
-        bootstrap_servers=bootstrap, acks="all", linger_ms=20, max_batch_size=512 * 1024,
+        bootstrap_servers=bootstrap,
+        acks="all",
+        linger_ms=20,
+        max_batch_size=512 * 1024,
         max_request_size=2 * 1024 * 1024,
     )
     await producer.start()
@@ -134,21 +137,17 @@ async def produce(bootstrap: str, topics: Topics, records: Iterable[InputRecord]
     return count
 
 
-async def read_all(
-    bootstrap: str, topic: str, *, isolation: str = "read_committed"
-) -> list[Any]:
+async def read_all(bootstrap: str, topic: str, *, isolation: str = "read_committed") -> list[Any]:
     """Every record of a topic from the beginning to its current end."""
     consumer = AIOKafkaConsumer(
-        bootstrap_servers=bootstrap, isolation_level=isolation, enable_auto_commit=False,
+        bootstrap_servers=bootstrap,
+        isolation_level=isolation,
+        enable_auto_commit=False,
         max_partition_fetch_bytes=4 * 1024 * 1024,
     )
     await consumer.start()
     try:
-        partitions = consumer.partitions_for_topic(topic) or set()
-        if not partitions:
-            await consumer._client.force_metadata_update()
-            partitions = consumer.partitions_for_topic(topic) or set()
-        tps = [TopicPartition(topic, p) for p in sorted(partitions)]
+        tps = await topic_partitions(consumer, topic)
         if not tps:
             return []
         consumer.assign(tps)
@@ -185,7 +184,9 @@ async def end_offsets(bootstrap: str, topics: Sequence[str]) -> dict[TopicPartit
     await consumer.start()
     try:
         for _ in range(50):
-            tps = [TopicPartition(t, p) for t in topics for p in consumer.partitions_for_topic(t) or ()]
+            tps = [
+                TopicPartition(t, p) for t in topics for p in consumer.partitions_for_topic(t) or ()
+            ]
             if {tp.topic for tp in tps} == set(topics):
                 return dict(await consumer.end_offsets(tps))
             await consumer._client.force_metadata_update()
@@ -196,7 +197,11 @@ async def end_offsets(bootstrap: str, topics: Sequence[str]) -> dict[TopicPartit
 
 
 async def wait_consumed(
-    bootstrap: str, topics: Topics, *, timeout_s: float, procs: Sequence[subprocess.Popen[bytes]] = ()
+    bootstrap: str,
+    topics: Topics,
+    *,
+    timeout_s: float,
+    procs: Sequence[subprocess.Popen[bytes]] = (),
 ) -> None:
     """Wait until the group's committed offsets reach the input end offsets."""
     ends = await end_offsets(bootstrap, [topics.observations, topics.feedback])
@@ -305,7 +310,10 @@ async def read_outputs(
     for rec in await read_all(bootstrap, prefix + topics.model_versions, isolation=isolation):
         mv = model_dec.decode(rec.value)
         out.models[mv.model_id].append(mv)
-    out.metrics = [metrics_dec.decode(r.value) for r in await read_all(bootstrap, prefix + topics.metrics, isolation=isolation)]
+    out.metrics = [
+        metrics_dec.decode(r.value)
+        for r in await read_all(bootstrap, prefix + topics.metrics, isolation=isolation)
+    ]
     out.dead_letters = await read_all(bootstrap, prefix + topics.dead_letter, isolation=isolation)
     return out
 
@@ -316,9 +324,13 @@ def verify(out: Outputs, expected: Expected) -> list[str]:
     problems += _verify_versions("rule", out.rules)
     problems += _verify_versions("model", out.models)
     if set(out.rules) != set(expected.trust.models):
-        problems.append(f"rules published {len(out.rules)} != expected {len(expected.trust.models)}")
+        problems.append(
+            f"rules published {len(out.rules)} != expected {len(expected.trust.models)}"
+        )
     if set(out.models) != set(expected.forecaster.models):
-        problems.append(f"models published {len(out.models)} != expected {len(expected.forecaster.models)}")
+        problems.append(
+            f"models published {len(out.models)} != expected {len(expected.forecaster.models)}"
+        )
     for rule_id, ref in expected.trust.models.items():
         if rule_id in out.rules:
             problems += _compare_rule(out.rules[rule_id][-1], ref)
@@ -345,7 +357,11 @@ def _close(a: float | None, b: float | None, rtol: float) -> bool:
 
 
 def _compare_rule(got: RuleVersion, ref: dict[str, Any]) -> list[str]:
-    bad = [f for f in ("alpha", "beta", "trust", "evidence") if not _close(getattr(got, f), ref[f], TRUST_RTOL)]
+    bad = [
+        f
+        for f in ("alpha", "beta", "trust", "evidence")
+        if not _close(getattr(got, f), ref[f], TRUST_RTOL)
+    ]
     if got.status != ref["status"]:
         bad.append("status")
     return [f"rule {got.rule_id}: {f} {getattr(got, f)} != {ref[f]}" for f in bad]
@@ -354,7 +370,9 @@ def _compare_rule(got: RuleVersion, ref: dict[str, Any]) -> list[str]:
 def _compare_model(got: ModelVersion, ref: dict[str, Any]) -> list[str]:
     problems = []
     if got.n_observations != ref["n_observations"]:
-        problems.append(f"model {got.model_id}: n_observations {got.n_observations} != {ref['n_observations']}")
+        problems.append(
+            f"model {got.model_id}: n_observations {got.n_observations} != {ref['n_observations']}"
+        )
     for i, (a, b) in enumerate(zip(got.coefficients, ref["coefficients"], strict=True)):
         if not _close(a, b, COEF_RTOL):
             problems.append(f"model {got.model_id}: coefficient {i} {a} != {b}")
@@ -381,7 +399,11 @@ def summarize(problems: list[str], examples: int = 5) -> str:
     """Problems grouped by kind, with a few examples of each (for assertion messages)."""
     groups: dict[str, list[str]] = defaultdict(list)
     for problem in problems:
-        kind = problem.split(":", 1)[-1].split()[0] if problem.startswith(("rule ", "model ")) else problem[:40]
+        kind = (
+            problem.split(":", 1)[-1].split()[0]
+            if problem.startswith(("rule ", "model "))
+            else problem[:40]
+        )
         groups[kind].append(problem)
     return "\n".join(
         f"{len(items)} x {kind}: " + " | ".join(items[:examples]) for kind, items in groups.items()

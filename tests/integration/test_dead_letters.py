@@ -111,7 +111,13 @@ async def test_every_invalid_record_is_dead_lettered_once_with_reason_and_bytes(
     assert letters == Counter(expected_letters)
     for record in outputs.dead_letters:
         headers = dict(record.headers)
-        assert {"error", "source.topic", "source.partition", "source.offset", "trainer.version"} <= set(headers)
+        assert {
+            "error",
+            "source.topic",
+            "source.partition",
+            "source.offset",
+            "trainer.version",
+        } <= set(headers)
         assert headers["source.topic"].decode() in (topics.observations, topics.feedback)
 
     by_reason = Counter(reason for reason, _, _ in expected_letters)

@@ -217,3 +217,25 @@ def test_load_rejects_garbage() -> None:
 def test_versions_of_unknown_rule_raise() -> None:
     with pytest.raises(KeyError, match="nope"):
         TrustLearner().versions(["nope"], NOW)
+
+
+def test_status_counts_agree_with_published_statuses() -> None:
+    from datetime import UTC, datetime
+
+    from stream_trainer.columns import FeedbackColumns
+
+    learner = TrustLearner()
+    rng = np.random.default_rng(3)
+    n = 600
+    rules = [f"r{i % 60}" for i in range(n)]
+    rates = np.linspace(0.05, 0.95, 60)
+    success = rng.random(n) < rates[np.arange(n) % 60]
+    learner.learn_batch(
+        FeedbackColumns(rules, [f"e{i}" for i in range(n)], np.arange(n, dtype=float),
+                        success, np.ones(n))
+    )  # fmt: skip
+    keys = sorted(set(rules))
+    published = [v.status for v in learner.versions(keys, datetime.now(UTC))]
+    counts = learner.status_counts()
+    assert counts == {s: published.count(s) for s in ("active", "probation", "retired")}
+    assert counts["retired"] > 0 and counts["active"] > 0

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 from collections import Counter
 from datetime import UTC, datetime
 
@@ -9,9 +10,10 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from stream_trainer.commands.demo import demo_settings
+from stream_trainer.commands.demo import demo_settings, plan_from_args
 from stream_trainer.commands.demo_traffic import SPAN_HALF_LIVES, TrafficPlan, traffic
 from stream_trainer.config import Settings
+from stream_trainer.errors import ConfigError
 from stream_trainer.events import decode_feedback, decode_observation
 from stream_trainer.synthetic import OBSERVATION
 
@@ -84,3 +86,19 @@ def test_the_stream_spans_the_planned_half_lives_up_to_now() -> None:
     assert span == pytest.approx(SPAN_HALF_LIVES * half_life, rel=0.01)
     assert max(stamps) <= NOW
     assert Counter(pulse.degrading_rules) == Counter([pulse.rules[0]])
+
+
+@pytest.mark.parametrize("flag", ["events", "variables", "rules"])
+def test_plan_flags_below_one_are_config_errors(flag: str) -> None:
+    values = {"events": 10, "variables": 2, "rules": 2, "seed": 1, flag: 0}
+    with pytest.raises(ConfigError, match=f"--{flag}"):
+        plan_from_args(argparse.Namespace(**values))
+
+
+def test_rate_defaults_when_the_cli_has_no_rate_flag() -> None:
+    plan = plan_from_args(argparse.Namespace(events=10, variables=2, rules=2, seed=1))
+    assert plan.rate == 20_000.0
+    assert (
+        plan_from_args(argparse.Namespace(events=10, variables=2, rules=2, seed=1, rate=5)).rate
+        == 5
+    )
