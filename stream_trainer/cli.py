@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import logging
+import signal
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -85,9 +86,12 @@ def _add_demo(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg
     p = sub.add_parser("demo", help="local broker + synthetic Pulse traffic + the trainer")
     _common(p)
     p.add_argument("--events", type=int, default=200_000, help="synthetic events (default 200k)")
-    p.add_argument("--variables", type=int, default=200)
-    p.add_argument("--rules", type=int, default=200)
-    p.add_argument("--seed", type=int, default=7)
+    p.add_argument("--variables", type=int, default=50, help="synthetic variables (default 50)")
+    p.add_argument("--rules", type=int, default=200, help="synthetic rules (default 200)")
+    p.add_argument("--seed", type=int, default=7, help="seed of the synthetic traffic")
+    p.add_argument(
+        "--rate", type=float, default=20_000, help="events/s to produce (0 = as fast as possible)"
+    )
     p.add_argument("--produce-only", action="store_true", help="only produce traffic and exit")
 
 
@@ -109,6 +113,9 @@ def settings_from_args(args: argparse.Namespace) -> Settings:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    # Until the service installs its own handlers, nothing is in flight: stopping now is a
+    # clean stop (an orchestrator may send SIGTERM while we are still importing).
+    signal.signal(signal.SIGTERM, _exit_cleanly)
     args = build_parser().parse_args(argv)
     try:
         return _dispatch(args)
@@ -118,6 +125,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     except KeyboardInterrupt:
         return 130
+
+
+def _exit_cleanly(signum: int, frame: object) -> None:
+    raise SystemExit(0)
 
 
 def _dispatch(args: argparse.Namespace) -> int:

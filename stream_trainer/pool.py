@@ -1,9 +1,10 @@
 """Async worker pool: per-task order, cross-task parallelism, bounded queues.
 
 Each task has a bounded queue and one worker coroutine, so its batches are processed
-strictly in order; a shared semaphore caps how many batches are processed at once
-(`worker_concurrency`). `offer` never waits: a full queue answers False, which the consumer
-loop turns into pausing that task's partitions (backpressure) until `has_room` is True.
+strictly in order while different tasks proceed in parallel (the processor caps the
+CPU-bound part, see `TaskManager`). `offer` never waits: a full queue answers False, which
+the consumer loop turns into pausing that task's partitions (backpressure) until
+`has_room` is True.
 
 Workers never die silently: an error the processor cannot handle is kept, the pool stops
 taking work, and `check()` re-raises it on the owner's next call (aiokafka style).
@@ -33,9 +34,8 @@ class _TaskQueue:
 class WorkerPool:
     """Runs `process(batch)` for queued batches: in order per task, in parallel across tasks."""
 
-    def __init__(self, process: Processor, concurrency: int, queue_size: int) -> None:
+    def __init__(self, process: Processor, queue_size: int) -> None:
         self._process = process
-        self._slots = asyncio.Semaphore(concurrency)
         self._queue_size = queue_size
         self._tasks: dict[int, _TaskQueue] = {}
         self._error: BaseException | None = None
@@ -119,8 +119,7 @@ class WorkerPool:
             entry.busy = True
             try:
                 if self._error is None:
-                    async with self._slots:
-                        await self._process(batch)
+                    await self._process(batch)
             except asyncio.CancelledError:
                 raise
             except BaseException as exc:  # kept and re-raised by check(): never lost

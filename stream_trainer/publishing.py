@@ -18,21 +18,12 @@ from aiokafka.errors import KafkaError as AioKafkaError
 from aiokafka.errors import ProducerFenced
 
 from stream_trainer import __version__
+from stream_trainer.batching import InvalidRecord
 from stream_trainer.config import Settings
 from stream_trainer.errors import DeadLetterError, KafkaError, TaskFencedError
 from stream_trainer.events import TrainingMetrics, encode
+from stream_trainer.kafka.sender import Headers, OutputRecord, send_records
 from stream_trainer.state import AppliedBatch
-
-Headers = list[tuple[str, bytes]]
-
-
-@dataclass(frozen=True, slots=True)
-class OutputRecord:
-    topic: str
-    key: bytes | None
-    value: bytes | None
-    partition: int | None = None
-    headers: Headers | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -45,8 +36,10 @@ class BatchOutputs:
     metrics: TrainingMetrics
 
 
-def build_outputs(applied: AppliedBatch, settings: Settings, instance_id: str) -> BatchOutputs:
-    """Turn an applied batch into output records (pure; cheap enough for the event loop)."""
+def build_outputs(
+    applied: AppliedBatch, settings: Settings, instance_id: str, duration_s: float
+) -> BatchOutputs:
+    """Turn an applied batch into output records; `duration_s` is its decode+learn time."""
     batch = applied.batch
     records = [
         OutputRecord(settings.topic_rule_versions, v.rule_id.encode(), encode(v))
@@ -61,7 +54,7 @@ def build_outputs(applied: AppliedBatch, settings: Settings, instance_id: str) -
         OutputRecord(settings.changelog_topic, key, value, partition=batch.task)
         for key, value in applied.changelog
     )
-    metrics = training_metrics(applied)
+    metrics = training_metrics(applied, duration_s)
     records.append(
         OutputRecord(settings.topic_training_metrics, instance_id.encode(), encode(metrics))
     )
@@ -69,7 +62,7 @@ def build_outputs(applied: AppliedBatch, settings: Settings, instance_id: str) -
     return BatchOutputs(records, len(applied.invalid), offsets, metrics)
 
 
-def training_metrics(applied: AppliedBatch) -> TrainingMetrics:
+def training_metrics(applied: AppliedBatch, duration_s: float) -> TrainingMetrics:
     batch = applied.batch
     oldest = _oldest_event_ts_us(applied)
     published_us = applied.published_at.timestamp() * 1e6
@@ -80,7 +73,7 @@ def training_metrics(applied: AppliedBatch) -> TrainingMetrics:
         invalid=len(applied.invalid),
         models_updated=len(applied.model_versions),
         rules_updated=len(applied.rule_versions),
-        duration_ms=0.0,
+        duration_ms=duration_s * 1000.0,
         max_event_age_ms=(published_us - oldest) / 1000.0 if oldest is not None else 0.0,
         published_at=applied.published_at,
     )
@@ -96,7 +89,7 @@ def _oldest_event_ts_us(applied: AppliedBatch) -> float | None:
     return min(candidates) if candidates else None
 
 
-def _dead_letter(topic: str, invalid: Any) -> OutputRecord:
+def _dead_letter(topic: str, invalid: InvalidRecord) -> OutputRecord:
     record = invalid.record
     headers: Headers = [
         ("reason", invalid.reason.encode()),
@@ -115,29 +108,17 @@ class Committer(Protocol):
     async def commit(self, outputs: BatchOutputs) -> None: ...
 
 
-async def _send_all(
-    producer: AIOKafkaProducer, records: Sequence[OutputRecord]
-) -> list[tuple[OutputRecord, asyncio.Future[Any]]]:
-    sent = []
-    for rec in records:
-        fut = await producer.send(
-            rec.topic, rec.value, key=rec.key, partition=rec.partition, headers=rec.headers
-        )
-        sent.append((rec, fut))
-    return sent
-
-
 def _raise_for_failed_sends(
-    sent: Sequence[tuple[OutputRecord, asyncio.Future[Any]]], dead_letter_topic: str
+    sent: Sequence[tuple[str, asyncio.Future[Any]]], dead_letter_topic: str
 ) -> None:
-    for rec, fut in sent:
+    for topic, fut in sent:
         if fut.done() and not fut.cancelled() and fut.exception() is not None:
             exc = fut.exception()
-            if rec.topic == dead_letter_topic:
+            if topic == dead_letter_topic:
                 raise DeadLetterError(
-                    f"cannot write to dead-letter topic {rec.topic}: {exc!r}"
+                    f"cannot write to dead-letter topic {topic}: {exc!r}"
                 ) from exc
-            raise KafkaError(f"cannot write to {rec.topic}: {exc!r}", retriable=True) from exc
+            raise KafkaError(f"cannot write to {topic}: {exc!r}", retriable=True) from exc
 
 
 class TransactionalCommitter:
@@ -156,9 +137,9 @@ class TransactionalCommitter:
             raise TaskFencedError(f"producer fenced: {exc!r}") from exc
         except AioKafkaError as exc:
             raise KafkaError(f"cannot begin transaction: {exc!r}", retriable=True) from exc
-        sent: list[tuple[OutputRecord, asyncio.Future[Any]]] = []
+        sent: list[tuple[str, asyncio.Future[Any]]] = []
         try:
-            sent = await _send_all(producer, outputs.records)
+            sent = await send_records(producer, outputs.records)
             await producer.send_offsets_to_transaction(outputs.offsets, self._group_id)
             await producer.commit_transaction()
         except ProducerFenced as exc:
@@ -196,8 +177,9 @@ class AtLeastOnceCommitter:
 
     async def commit(self, outputs: BatchOutputs) -> None:
         try:
-            sent = await _send_all(self._producer, outputs.records)
-            await asyncio.wait([fut for _, fut in sent]) if sent else None
+            sent = await send_records(self._producer, outputs.records)
+            if sent:
+                await asyncio.wait([fut for _, fut in sent])
         except AioKafkaError as exc:
             raise KafkaError(f"publishing failed: {exc!r}", retriable=True) from exc
         _raise_for_failed_sends(sent, self._dead_letter_topic)

@@ -80,7 +80,7 @@ class Trainer:
         self._tasks = TaskManager(
             settings, self.metrics, self.instance_id, self._commit_offsets, self._seek_committed
         )
-        self._pool = WorkerPool(self._tasks.process, settings.workers, settings.queue_max_batches)
+        self._pool = WorkerPool(self._tasks.process, settings.queue_max_batches)
         self._blocked: dict[int, deque[PendingBatch]] = defaultdict(deque)
         self._paused: set[int] = set()
         self._assigned = False

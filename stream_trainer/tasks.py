@@ -85,6 +85,8 @@ class TaskManager:
         self._shared_producer: AIOKafkaProducer | None = None
         self.tasks: dict[int, Task] = {}
         self.restoring = False
+        # Caps decode+learn only: a task waiting on its transaction must not hold a slot.
+        self._cpu_slots = asyncio.Semaphore(settings.workers)
 
     async def start(self) -> None:
         if not self._settings.exactly_once:
@@ -155,7 +157,8 @@ class TaskManager:
             return  # stale: its records will be read again from the committed offsets
         started = time.monotonic()
         applied = await self._apply(task, pending)
-        outputs = build_outputs(applied, self._settings, self._instance_id)
+        learned = time.monotonic() - started
+        outputs = build_outputs(applied, self._settings, self._instance_id, learned)
         try:
             await task.committer.commit(outputs)
         except KafkaError as exc:
@@ -185,7 +188,8 @@ class TaskManager:
 
         if len(pending) < INLINE_BATCH_RECORDS:
             return work()
-        return await asyncio.to_thread(work)
+        async with self._cpu_slots:
+            return await asyncio.to_thread(work)
 
     def _committer(self, producer: AIOKafkaProducer | None) -> Committer:
         s = self._settings

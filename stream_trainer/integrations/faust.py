@@ -91,22 +91,29 @@ class FaustLearnerHost:
         self, records: Sequence[KafkaRecord], published_at: datetime | None = None
     ) -> list[AppliedBatch]:
         """Learn from records of any partitions: one batch per partition, partitions sorted."""
-        when = published_at or utc_now()
-        return [
-            self.state(pending.task).apply(
-                decode_batch(pending, self.settings.max_event_bytes), when
-            )
-            for pending in self._pending(records)
-        ]
+        return [applied for applied, _ in self._apply_timed(records, published_at)]
 
     def process(
         self, records: Sequence[KafkaRecord], published_at: datetime | None = None
     ) -> list[BatchOutputs]:
         """`apply`, then each batch's outputs: versions, metrics, dead letters, changelog."""
         return [
-            build_outputs(applied, self.settings, self.instance_id)
-            for applied in self.apply(records, published_at)
+            build_outputs(applied, self.settings, self.instance_id, seconds)
+            for applied, seconds in self._apply_timed(records, published_at)
         ]
+
+    def _apply_timed(
+        self, records: Sequence[KafkaRecord], published_at: datetime | None
+    ) -> list[tuple[AppliedBatch, float]]:
+        """Each partition's applied batch with its decode + learn seconds (for the metrics)."""
+        when = published_at or utc_now()
+        done = []
+        for pending in self._pending(records):
+            started = time.perf_counter()
+            batch = decode_batch(pending, self.settings.max_event_bytes)
+            applied = self.state(pending.task).apply(batch, when)
+            done.append((applied, time.perf_counter() - started))
+        return done
 
     async def publish(self, outputs: Iterable[BatchOutputs], send: Sender) -> list[Any]:
         """Hand every output record to ``send`` in order; returns what each call gave back

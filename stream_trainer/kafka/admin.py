@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from dataclasses import dataclass
 
@@ -16,6 +17,8 @@ from stream_trainer.kafka.clients import client_options
 log = logging.getLogger(__name__)
 
 COMPACTED = {"cleanup.policy": "compact"}
+# New topics reach every broker's metadata a moment after creation (e.g. a topic-init job).
+INPUT_TOPIC_WAIT_S = 5.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -29,8 +32,8 @@ async def prepare_topics(settings: Settings) -> Topology:
     """Check the inputs are co-partitioned, then create missing output/changelog topics."""
     admin = AIOKafkaAdminClient(**client_options(settings), client_id="stream-trainer-admin")
     try:
-        await admin.start()
-        counts = await partition_counts(admin)
+        await _start_admin(admin, settings)
+        counts = await _wait_for_inputs(admin, settings)
         partitions = _input_partitions(settings, counts)
         await _create_missing(admin, settings, counts, partitions)
         _check_changelog(settings, counts, partitions)
@@ -39,6 +42,30 @@ async def prepare_topics(settings: Settings) -> Topology:
         raise KafkaError(f"topic setup failed: {exc!r}", retriable=exc.retriable) from exc
     finally:
         await admin.close()
+
+
+async def _start_admin(admin: AIOKafkaAdminClient, settings: Settings) -> None:
+    try:
+        await admin.start()
+    except AioKafkaError as exc:
+        raise KafkaError(
+            f"cannot connect to Kafka at {settings.bootstrap_servers} "
+            f"(security_protocol={settings.security_protocol}"
+            + (f", sasl_mechanism={settings.sasl_mechanism}" if settings.sasl_username else "")
+            + f"): {exc!r}; check the address, credentials and TLS files",
+            retriable=exc.retriable,
+        ) from exc
+
+
+async def _wait_for_inputs(admin: AIOKafkaAdminClient, settings: Settings) -> dict[str, int]:
+    """Partition counts, waiting briefly for input topics created just before we started."""
+    inputs = {settings.topic_observations, settings.topic_feedback}
+    deadline = asyncio.get_running_loop().time() + INPUT_TOPIC_WAIT_S
+    while True:
+        counts = await partition_counts(admin)
+        if inputs <= counts.keys() or asyncio.get_running_loop().time() > deadline:
+            return counts
+        await asyncio.sleep(0.25)
 
 
 async def partition_counts(admin: AIOKafkaAdminClient) -> dict[str, int]:

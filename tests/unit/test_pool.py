@@ -29,7 +29,7 @@ async def test_batches_of_one_task_run_in_order_and_tasks_in_parallel() -> None:
         seen.append((b.task, b.observations[0]))  # type: ignore[arg-type]
         running -= 1
 
-    pool = WorkerPool(process, concurrency=2, queue_size=10)
+    pool = WorkerPool(process, queue_size=10)
     for task in (0, 1, 2):
         pool.add_task(task)
     for i in range(5):
@@ -40,7 +40,7 @@ async def test_batches_of_one_task_run_in_order_and_tasks_in_parallel() -> None:
     await pool.close()
     for task in (0, 1, 2):
         assert [i for t, i in seen if t == task] == list(range(5))
-    assert peak == 2  # capped by concurrency, and parallel across tasks
+    assert peak == 3  # one batch per task at a time, all tasks in parallel
 
 
 async def test_full_queue_refuses_without_waiting_then_has_room() -> None:
@@ -49,7 +49,7 @@ async def test_full_queue_refuses_without_waiting_then_has_room() -> None:
     async def process(b: PendingBatch) -> None:
         await gate.wait()
 
-    pool = WorkerPool(process, concurrency=1, queue_size=2)
+    pool = WorkerPool(process, queue_size=2)
     pool.add_task(0)
     assert pool.offer(batch(0, 0))
     await asyncio.sleep(0)  # the worker takes the first batch
@@ -66,7 +66,7 @@ async def test_worker_error_is_kept_and_reraised_by_check() -> None:
     async def process(b: PendingBatch) -> None:
         raise RuntimeError("boom")
 
-    pool = WorkerPool(process, concurrency=1, queue_size=2)
+    pool = WorkerPool(process, queue_size=2)
     pool.add_task(0)
     pool.offer(batch(0, 0))
     await pool.drain(0)
@@ -83,7 +83,7 @@ async def test_remove_task_can_discard_queued_batches() -> None:
         await gate.wait()
         done.append(b.observations[0])  # type: ignore[arg-type]
 
-    pool = WorkerPool(process, concurrency=1, queue_size=5)
+    pool = WorkerPool(process, queue_size=5)
     pool.add_task(0)
     for i in range(3):
         pool.offer(batch(0, i))
