@@ -102,6 +102,9 @@ class Trainer:
 
     async def start(self) -> None:
         self.metrics.info.info({"version": _version(), "instance": self.instance_id})
+        # Read at each scrape: a gauge set from the consume loop would be stale during a
+        # restore, which runs inside getmany (the rebalance listener).
+        self.metrics.ready.set_function(lambda: float(self.ready))
         if self._serve_http:
             self._http = OpsServer(
                 self.metrics.registry,
@@ -166,6 +169,11 @@ class Trainer:
     @property
     def ready(self) -> bool:
         return self._assigned and not self._tasks.restoring
+
+    @property
+    def http_port(self) -> int | None:
+        """The bound ops HTTP port once started (resolves port 0); None without HTTP."""
+        return None if self._http is None else self._http.port
 
     def _not_ready_reason(self) -> str:
         if self._tasks.restoring:

@@ -4,9 +4,9 @@
 accumulator lookup each time); a batch carries ~2 output records per input event, so that
 cost would dominate. Building record batches ourselves and handing each to `send_batch`
 does the per-record work in a tight loop. Keyed records go where the producer's default
-partitioner (murmur2, as the Java client) would put them, so compaction and readers see
-the same layout as with `send()`; `send_batch` registers each partition with the open
-transaction, so this is safe under exactly-once.
+partitioner (murmur2, as the Java client; vectorised in `partitioning`) would put them, so
+compaction and readers see the same layout as with `send()`; `send_batch` registers each
+partition with the open transaction, so this is safe under exactly-once.
 """
 
 from __future__ import annotations
@@ -20,6 +20,7 @@ from typing import Any
 from aiokafka import AIOKafkaProducer
 
 from stream_trainer.errors import KafkaError
+from stream_trainer.kafka.partitioning import default_partitions
 
 Headers = list[tuple[str, bytes]]
 NULL_VALUE_HEADER = ("value.null", b"1")
@@ -39,8 +40,8 @@ async def send_records(
 ) -> list[tuple[str, asyncio.Future[Any]]]:
     """Queue every record; returns (topic, delivery future) per record batch sent."""
     groups: dict[tuple[str, int], list[OutputRecord]] = defaultdict(list)
-    for record in records:
-        groups[(record.topic, await _partition(producer, record))].append(record)
+    for record, partition in zip(records, await _partitions(producer, records), strict=True):
+        groups[(record.topic, partition)].append(record)
     sent: list[tuple[str, asyncio.Future[Any]]] = []
     for (topic, partition), group in groups.items():
         builder = producer.create_batch()
@@ -62,10 +63,21 @@ def _append(builder: Any, record: OutputRecord) -> bool:
     return builder.append(timestamp=None, key=key, value=value, headers=headers) is not None
 
 
-async def _partition(producer: AIOKafkaProducer, record: OutputRecord) -> int:
-    if record.partition is not None:
-        return record.partition
-    await producer.client._wait_on_metadata(record.topic)
-    partitions = producer._metadata.partitions_for_topic(record.topic)
-    available = producer._metadata.available_partitions_for_topic(record.topic)
-    return int(producer._partitioner(record.key, list(partitions), list(available)))
+async def _partitions(producer: AIOKafkaProducer, records: Sequence[OutputRecord]) -> list[int]:
+    """Each record's partition: its own, else the default partitioner's for its key."""
+    chosen = [r.partition for r in records]
+    keyed: dict[str, list[int]] = defaultdict(list)
+    for i, record in enumerate(records):
+        if record.partition is None:
+            keyed[record.topic].append(i)
+    for topic, positions in keyed.items():
+        await producer.client._wait_on_metadata(topic)
+        count = len(producer._metadata.partitions_for_topic(topic))
+        with_key = [i for i in positions if records[i].key is not None]
+        hashed = default_partitions([records[i].key or b"" for i in with_key], count)
+        for i, partition in zip(with_key, hashed.tolist(), strict=True):
+            chosen[i] = partition
+        for i in positions:
+            if chosen[i] is None:  # no key: spread like the producer does
+                chosen[i] = i % count
+    return [int(p) for p in chosen if p is not None]

@@ -24,6 +24,7 @@ import msgspec
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import GroupCoordinatorNotAvailableError
+from aiokafka.partitioner import DefaultPartitioner
 
 from stream_trainer.errors import DecodeError
 from stream_trainer.events import (
@@ -230,15 +231,36 @@ def start_trainer(
 ) -> subprocess.Popen[bytes]:
     """The trainer as a real subprocess through its CLI (`python -m stream_trainer.cli`)."""
     log = log_path.open("ab")
-    return subprocess.Popen(
+    proc = subprocess.Popen(
         cli("run", *args),
         env=cli_env(bootstrap, topics, **settings),
         stdout=log,
         stderr=subprocess.STDOUT,
     )
+    _LOGS[proc.pid] = (log_path, log.tell())
+    return proc
+
+
+_LOGS: dict[int, tuple[Path, int]] = {}  # trainer pid -> (its log, where its lines start)
+
+
+def wait_started(proc: subprocess.Popen[bytes], timeout_s: float = 60.0) -> None:
+    """Until the trainer logged that it started (a SIGTERM before that is not a drain)."""
+    log_path, offset = _LOGS[proc.pid]
+    deadline = time.monotonic() + timeout_s
+    while proc.poll() is None and time.monotonic() < deadline:
+        with log_path.open("rb") as log:
+            log.seek(offset)
+            lines = log.read().splitlines()
+        # Trainers may share a log: the line names this one by its instance id (pid last).
+        if any(b"trainer started" in line and line.endswith(b"-%d" % proc.pid) for line in lines):
+            return
+        time.sleep(0.05)
 
 
 def stop_trainer(proc: subprocess.Popen[bytes], timeout_s: float = 60.0) -> int:
+    """SIGTERM once the trainer is up; its exit code (0 = drained cleanly)."""
+    wait_started(proc)
     proc.terminate()
     try:
         return proc.wait(timeout=timeout_s)
@@ -294,6 +316,7 @@ class Outputs:
     models: dict[str, list[ModelVersion]] = field(default_factory=lambda: defaultdict(list))
     metrics: list[TrainingMetrics] = field(default_factory=list)
     dead_letters: list[Any] = field(default_factory=list)
+    misplaced: list[str] = field(default_factory=list)  # keys not in their default partition
 
 
 async def read_outputs(
@@ -304,12 +327,17 @@ async def read_outputs(
     rule_dec = msgspec.json.Decoder(RuleVersion)
     model_dec = msgspec.json.Decoder(ModelVersion)
     metrics_dec = msgspec.json.Decoder(TrainingMetrics)
-    for rec in await read_all(bootstrap, prefix + topics.rule_versions, isolation=isolation):
+    rule_records = await read_all(bootstrap, prefix + topics.rule_versions, isolation=isolation)
+    for rec in rule_records:
         rv = rule_dec.decode(rec.value)
         out.rules[rv.rule_id].append(rv)
-    for rec in await read_all(bootstrap, prefix + topics.model_versions, isolation=isolation):
+    model_records = await read_all(bootstrap, prefix + topics.model_versions, isolation=isolation)
+    for rec in model_records:
         mv = model_dec.decode(rec.value)
         out.models[mv.model_id].append(mv)
+    out.misplaced = _misplaced(
+        rule_records, await partition_count(bootstrap, prefix + topics.rule_versions)
+    ) + _misplaced(model_records, await partition_count(bootstrap, prefix + topics.model_versions))
     out.metrics = [
         metrics_dec.decode(r.value)
         for r in await read_all(bootstrap, prefix + topics.metrics, isolation=isolation)
@@ -318,9 +346,28 @@ async def read_outputs(
     return out
 
 
+async def partition_count(bootstrap: str, topic: str) -> int:
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
+    await admin.start()
+    try:
+        (described,) = await admin.describe_topics([topic])
+        return len(described["partitions"])
+    finally:
+        await admin.close()
+
+
+def _misplaced(records: Sequence[Any], count: int) -> list[str]:
+    """Keys of version records not in the partition Kafka's default partitioner gives them."""
+    partitions = list(range(count))
+    partitioner = DefaultPartitioner()
+    return [
+        r.key.decode() for r in records if r.partition != partitioner(r.key, partitions, partitions)
+    ]
+
+
 def verify(out: Outputs, expected: Expected) -> list[str]:
     """Every discrepancy between the outputs and the reference (empty list = exact)."""
-    problems: list[str] = []
+    problems: list[str] = [f"version of {key} in the wrong partition" for key in out.misplaced]
     problems += _verify_versions("rule", out.rules)
     problems += _verify_versions("model", out.models)
     if set(out.rules) != set(expected.trust.models):
