@@ -118,6 +118,18 @@ class Progress:
             return None
         return (end[1] - start[1]) / (end[0] - start[0])
 
+    def rate_between(self, from_s: float, until_count: float) -> float | None:
+        """Events/s from the first sample at or after ``from_s`` to the first past a count."""
+        start = next(((t, n) for t, n in self.samples if t >= from_s), None)
+        end = next(((t, n) for t, n in self.samples if n >= until_count), None)
+        if start is None or end is None or end[0] - start[0] < 1.0:
+            return None  # too short a window to mean anything at 250 ms sampling
+        return (end[1] - start[1]) / (end[0] - start[0])
+
+    def done_s(self, total: int) -> float | None:
+        """Seconds from start to the first sample with every record committed."""
+        return next((t for t, n in self.samples if n >= total), None)
+
     def first_commit_s(self) -> float | None:
         return next((t for t, n in self.samples if n > 0), None)
 

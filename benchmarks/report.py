@@ -21,88 +21,181 @@ def _n(x: float | None, fmt: str = ",.0f") -> str:
 
 def markdown(results: dict[str, Any]) -> str:
     m = results["machine"]
+    w = results["workload"]
     out = [
         f"# Benchmark run {results['started']}",
+        "",
+        f"Command: `{results.get('command', 'python -m benchmarks.run')}`",
         "",
         f"Machine: {m['cores']} cores, {m['cpu_model']}, {m['mem_total_gib']} GiB; "
         f"Python {m['python']}, numpy {m['numpy']}, msgspec {m['msgspec']}, "
         f"aiokafka {m['aiokafka']}, faust-streaming {m['faust_streaming']}; "
         f"OPENBLAS_CORETYPE={m['openblas_coretype']}.",
-        f"Load average at start / end: {results['load_start']} / {results['load_end']} "
-        "(other processes on the machine share its 2 cores with the broker and the runs).",
+        f"Load average (1/5/15 min) at start / end: {results['load_start']} / "
+        f"{results['load_end']}; each row below gives the load right after it "
+        "(other processes share the 2 cores with the broker and the runs).",
         "",
-        f"Workload: {results['workload']['events']:,} events, 1:1 observations:feedback, "
-        f"{results['workload']['n_variables']:,} variables, {results['workload']['n_rules']:,} "
-        f"rules, {results['workload']['partitions']} partitions, "
-        f"~{results['workload']['mean_bytes']:.0f}-byte JSON; prefill took "
-        f"{results['prefill_s']:.0f} s.",
+        f"Workload: {w['events']:,} events, 1:1 observations:feedback, "
+        f"{w['n_variables']:,} variables, {w['n_rules']:,} rules, {w['partitions']} "
+        f"partitions, ~{w['mean_bytes']:.0f}-byte JSON"
+        + (f"; prefill took {results['prefill_s']:.0f} s." if "prefill_s" in results else "."),
         "",
+    ]
+    out += _throughput(results)
+    out += _latency(results.get("latency"))
+    out += _restore(results.get("restore"))
+    out += _scale(results.get("scale") or [])
+    if "learners_table" in results:
+        out += ["## Learner micro-benchmarks (benchmarks/learners.py)", ""]
+        out.append(results["learners_table"])
+    return "\n".join(out) + "\n"
+
+
+def trainer_name(r: dict[str, Any]) -> str:
+    name = f"stream-trainer {r['guarantee']}, batch {r['max_batch_events']}"
+    if r.get("replicas", 1) > 1:
+        name += f", {r['replicas']} replicas"
+    return name + (" (py-spy attached)" if r.get("profiled") else "")
+
+
+def _throughput(results: dict[str, Any]) -> list[str]:
+    if "ceiling" not in results and not results.get("trainer"):
+        return []
+    ceiling = results.get("ceiling", {}).get("steady_events_per_s")
+    take = next((r for r in results.get("faust", []) if r["mode"].startswith("take")), None)
+    faust = take["steady_events_per_s"] if take else None
+    out = [
         "## Throughput",
         "",
-        "| run | events | wall s | events/s (wall) | steady events/s | x ceiling (steady) |",
-        "|---|---:|---:|---:|---:|---:|",
+        "| run | events | wall s | events/s (wall) | steady events/s | x ceiling (steady)"
+        " | x Faust take (steady) | load 1/5/15 after |",
+        "|---|---:|---:|---:|---:|---:|---:|---|",
     ]
-    ceiling = results["ceiling"]["steady_events_per_s"]
-    rows = [("ceiling: aiokafka getmany + msgspec decode", results["ceiling"])]
-    rows += [
-        (f"stream-trainer {r['guarantee']}, batch {r['max_batch_events']}", r)
-        for r in results["trainer"]
-    ]
+    rows = [("ceiling: aiokafka getmany + msgspec decode", results["ceiling"])] if ceiling else []
+    rows += [(trainer_name(r), r) for r in results["trainer"]]
     rows += [
         (f"Faust peer, {r['mode']} ({r['mean_records_per_call']:.1f} records/call)", r)
-        for r in results["faust"]
+        for r in results.get("faust", [])
     ]
     for name, r in rows:
         steady = r.get("steady_events_per_s")
-        ratio = None if steady is None else steady / ceiling
         out.append(
             f"| {name} | {r['events']:,} | {r['wall_s']:.1f} | {_n(r['events_per_s'])}"
-            f" | {_n(steady)} | {_n(ratio, '.3f')} |"
+            f" | {_n(steady)} | {_n(_ratio(steady, ceiling), '.3f')}"
+            f" | {_n(_ratio(steady, faust), '.1f')} | {r.get('load', 'n/a')} |"
         )
-    out += ["", *_speedups(results), "", "## Latency", ""]
-    lat = results.get("latency")
-    if lat:
-        out += [
-            f"Produce rate {lat['target_rate']:,.0f} events/s requested, "
-            f"{lat['achieved_rate']:,.0f} achieved; {lat['feedback_events']:,} feedback events "
-            f"({lat['unmatched']} never seen).",
-            "",
-            "| p50 ms | p99 ms | max ms |",
-            "|---:|---:|---:|",
-            f"| {_n(lat['p50_ms'])} | {_n(lat['p99_ms'])} | {_n(lat['max_ms'])} |",
-        ]
-    out += ["", "## Scale and memory (learners directly, no Kafka)", ""]
-    out += [
+    return [*out, "", *_ratios(results), ""]
+
+
+def _ratio(a: float | None, b: float | None) -> float | None:
+    return None if not a or not b else a / b
+
+
+def _pick(results: dict[str, Any], guarantee: str, batch: int, replicas: int = 1) -> Any:
+    return next(
+        (
+            r
+            for r in results["trainer"]
+            if r["guarantee"] == guarantee
+            and r["max_batch_events"] == batch
+            and r.get("replicas", 1) == replicas
+        ),
+        None,
+    )
+
+
+def _ratios(results: dict[str, Any]) -> list[str]:
+    lines = []
+    eos, alo = _pick(results, "exactly_once", 5000), _pick(results, "at_least_once", 5000)
+    two = _pick(results, "exactly_once", 5000, 2)
+    for label, a, b in (
+        ("exactly-once / at-least-once (batch 5,000)", eos, alo),
+        ("2 replicas / 1 replica (exactly-once, batch 5,000)", two, eos),
+    ):
+        if a and b:
+            steady = _ratio(a["steady_events_per_s"], b["steady_events_per_s"])
+            wall = _ratio(a["events_per_s"], b["events_per_s"])
+            lines.append(f"- {label}: steady {_n(steady, '.2f')}, wall {_n(wall, '.2f')}")
+    for r in results.get("faust", []):
+        if eos and r["steady_events_per_s"]:
+            lines.append(
+                f"- stream-trainer exactly-once batch 5,000 vs Faust {r['mode']} (steady): "
+                f"{_n(_ratio(eos['steady_events_per_s'], r['steady_events_per_s']), '.1f')}x"
+            )
+    for r in results["trainer"]:
+        if r.get("replicas", 1) > 1:
+            lines.append(
+                f"- {trainer_name(r)}: every replica held tasks from "
+                f"{_n(r.get('all_active_from_s'), '.1f')} s; committed-offset slope from then to "
+                f"90%: {_n(r.get('all_active_events_per_s'))} events/s; assignments "
+                + "; ".join(
+                    f"replica {i}: " + ", ".join(f"{t:.1f} s {tasks}" for t, tasks in each)
+                    for i, each in enumerate(r.get("assignments") or [])
+                )
+            )
+        lines.append(
+            f"- {trainer_name(r)}: first commit {_n(r['first_commit_s'], '.1f')} s, everything "
+            f"committed {_n(r.get('consumed_s'), '.1f')} s, exit {r['wall_s']:.1f} s after "
+            f"start; peak RSS {r['peak_rss_mib']:.0f} MiB; metrics account for "
+            f"{r['metrics_account_for']:,} of {r['events']:,} records"
+        )
+    return lines
+
+
+def _latency(lat: dict[str, Any] | None) -> list[str]:
+    if not lat:
+        return []
+    return [
+        "## Latency",
+        "",
+        f"Produce rate {lat['target_rate']:,.0f} events/s requested, "
+        f"{lat['achieved_rate']:,.0f} achieved; {lat['feedback_events']:,} feedback events "
+        f"({lat['unmatched']} never seen); load after: {lat.get('load', 'n/a')}.",
+        "",
+        "| p50 ms | p99 ms | max ms |",
+        "|---:|---:|---:|",
+        f"| {_n(lat['p50_ms'])} | {_n(lat['p99_ms'])} | {_n(lat['max_ms'])} |",
+        "",
+    ]
+
+
+def _restore(r: dict[str, Any] | None) -> list[str]:
+    if not r:
+        return []
+    return [
+        "## Restore (benchmarks/restore.py, fresh process, 1-partition compacted changelog)",
+        "",
+        f"{r['rules']:,} rules + {r['models']:,} models, one record per key "
+        f"({r['records']:,} records, {r['bytes'] / 2**20:.1f} MiB; rules with "
+        f"{r['feedback_per_rule']} fresh event ids, AR models after "
+        f"{r['observations_per_model']} observations); load after: {r['load']}.",
+        "",
+        "| read_changelog s | TaskState.restore s | total s | s per 100k rules + 100k models"
+        " | rules load s / 100k | models load s / 100k |",
+        "|---:|---:|---:|---:|---:|---:|",
+        f"| {r['read_s']:.2f} | {r['restore_s']:.2f} | {r['total_s']:.2f}"
+        f" | {r['s_per_100k_models']:.2f} | {r['rules_load_s_per_100k']:.2f}"
+        f" | {r['models_load_s_per_100k']:.2f} |",
+        "",
+    ]
+
+
+def _scale(scale: list[dict[str, Any]]) -> list[str]:
+    if not scale:
+        return []
+    out = [
+        "## Scale and memory (learners directly, no Kafka)",
+        "",
         "| rules + models | RSS MiB | bytes/rule | bytes/model | events/s (learn+versions+dump) |",
         "|---:|---:|---:|---:|---:|",
     ]
-    for s in results["scale"]:
+    for s in scale:
         out.append(
             f"| {s['models']:,} + {s['models']:,} | {s['rss_mib']:,.0f}"
             f" | {s['bytes_per_rule']:,.0f} | {s['bytes_per_model']:,.0f}"
             f" | {s['events_per_s']:,.0f} |"
         )
-    out += ["", "## Learner micro-benchmarks (benchmarks/learners.py)", ""]
-    out.append(results.get("learners_table", "not run"))
-    return "\n".join(out) + "\n"
-
-
-def _speedups(results: dict[str, Any]) -> list[str]:
-    eos = [r for r in results["trainer"] if r["guarantee"] == "exactly_once"]
-    best_st = max((r["steady_events_per_s"] or 0 for r in results["trainer"]), default=0)
-    lines = []
-    for r in results["faust"]:
-        if r["steady_events_per_s"]:
-            lines.append(
-                f"- stream-trainer (best steady, {best_st:,.0f}/s) vs Faust {r['mode']}: "
-                f"{best_st / r['steady_events_per_s']:.1f}x"
-            )
-    if eos:
-        lines.append(
-            f"- first commit after start (exactly-once, batch {eos[0]['max_batch_events']}): "
-            f"{_n(eos[0]['first_commit_s'], '.1f')} s"
-        )
-    return lines
+    return [*out, ""]
 
 
 def plot(results: dict[str, Any], path: Path) -> None:
@@ -114,7 +207,11 @@ def plot(results: dict[str, Any], path: Path) -> None:
     fig, (left, right) = plt.subplots(1, 2, figsize=(11, 4.2))
     for guarantee in ("exactly_once", "at_least_once"):
         runs = sorted(
-            (r for r in results["trainer"] if r["guarantee"] == guarantee),
+            (
+                r
+                for r in results["trainer"]
+                if r["guarantee"] == guarantee and r.get("replicas", 1) == 1
+            ),
             key=lambda r: r["max_batch_events"],
         )
         if runs:
@@ -124,8 +221,20 @@ def plot(results: dict[str, Any], path: Path) -> None:
                 marker="o",
                 label=f"stream-trainer {guarantee}",
             )
-    left.axhline(results["ceiling"]["steady_events_per_s"], ls="--", c="grey", label="ceiling")
-    for i, r in enumerate(results["faust"]):
+    for r in results["trainer"]:
+        if r.get("replicas", 1) > 1:
+            left.scatter(
+                [r["max_batch_events"]],
+                [r["steady_events_per_s"] or 0],
+                marker="*",
+                s=90,
+                c="tab:red",
+                label=f"{r['replicas']} replicas, {r['guarantee']}",
+            )
+    if "ceiling" in results:
+        ceiling = results["ceiling"]["steady_events_per_s"]
+        left.axhline(ceiling, ls="--", c="grey", label="ceiling")
+    for i, r in enumerate(results.get("faust", [])):
         left.axhline(r["steady_events_per_s"], ls=":", c=f"C{i + 2}", label=f"Faust {r['mode']}")
     left.set_xscale("log")
     left.set_yscale("log")

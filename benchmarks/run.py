@@ -1,14 +1,18 @@
 """The whole benchmark in one command, against one Kafka broker.
 
     python -m benchmarks.run [--bootstrap HOST:PORT] [--events 300000] [--quick] [--profile]
+    python -m benchmarks.run --events 1000000 --only ceiling trainer \\
+        --trainer-runs exactly_once:5000          # issue 3: sustained rate on 1M events
 
 Without ``--bootstrap`` it uses the shared detached local broker (`ensure_local_broker()`,
 started if none answers, and left running). It pre-fills fresh input topics with the seeded
 mix, then measures in order: the ceiling (plain consumer + decode), stream-trainer end to
-end (exactly-once and at-least-once, and a batch-size sweep), the Faust peer (per event and
+end (exactly-once and at-least-once at batch 5,000, exactly-once with 2 replicas in one
+group, and a batch-size sweep), the Faust peer (per event and
 micro-batched, through `stream_trainer.integrations.faust`), the learner micro-benchmarks
-(benchmarks/learners.py), latency at half the measured maximum rate, and scale/memory with
-1k, 100k and 1M rules+models on the learners directly. Results go to
+(benchmarks/learners.py), latency at half the measured maximum rate, restore time of a
+100k rules + 100k models changelog (benchmarks/restore.py), and scale/memory with 1k, 100k
+and 1M rules+models on the learners directly. ``--only STEP ...`` runs a subset. Results go to
 ``benchmarks/results/<timestamp>.{json,md,png}``.
 """
 
@@ -37,17 +41,22 @@ def _load() -> str:
     return " ".join(f"{x:.1f}" for x in os.getloadavg())
 
 
+STEPS = ("ceiling", "trainer", "faust", "learners", "latency", "restore", "scale")
+
+
 async def measure(args: argparse.Namespace, bootstrap: str, out_dir: Path) -> dict[str, Any]:
     from benchmarks.ceiling import run_ceiling
     from benchmarks.faust_run import run_faust
     from benchmarks.latency import run_latency
     from benchmarks.trainer_e2e import run_trainer
 
+    steps = set(args.only or STEPS)
     workload = Workload(events=args.events)
     topics = Topics(f"bench-{uuid.uuid4().hex[:8]}")
     sample = workload.records(2000)
     results: dict[str, Any] = {
         "started": datetime.now(UTC).isoformat(timespec="seconds"),
+        "command": " ".join(["python -m benchmarks.run", *sys.argv[1:]]),
         "machine": machine(),
         "bootstrap": bootstrap,
         "load_start": _load(),
@@ -56,48 +65,81 @@ async def measure(args: argparse.Namespace, bootstrap: str, out_dir: Path) -> di
             "mean_bytes": sum(len(v or b"") for _, _, v in sample) / len(sample),
         },
     }
-    _say(f"prefilling {workload.events:,} events into {topics.prefix}.*")
-    results["prefill_s"] = await prefill(bootstrap, topics, workload)
-    _say("ceiling")
-    results["ceiling"] = await run_ceiling(bootstrap, topics, workload.events)
+    if steps & {"ceiling", "trainer", "faust"}:
+        _say(f"prefilling {workload.events:,} events into {topics.prefix}.*")
+        results["prefill_s"] = await prefill(bootstrap, topics, workload)
+    if "ceiling" in steps:
+        _say("ceiling")
+        ceiling = await run_ceiling(bootstrap, topics, workload.events)
+        results["ceiling"] = {**ceiling, "load": _load()}
     results["trainer"] = []
-    for guarantee, batch in _trainer_runs(args):
-        _say(f"stream-trainer {guarantee} batch {batch}")
+    for guarantee, batch, replicas in _trainer_runs(args) if "trainer" in steps else []:
+        _say(f"stream-trainer {guarantee} batch {batch} x{replicas} (load {_load()})")
         profile_to = (
-            out_dir / f"profile-{guarantee}.txt" if args.profile and batch == 5000 else None
+            out_dir / f"profile-{guarantee}.txt"
+            if args.profile and batch == 5000 and replicas == 1
+            else None
         )
         run = await run_trainer(
             bootstrap, topics, workload.events, out_dir, guarantee=guarantee,
-            batch_events=batch, profile_to=profile_to,
+            batch_events=batch, replicas=replicas, profile_to=profile_to,
         )  # fmt: skip
+        run["profiled"] = profile_to is not None
         run["load"] = _load()
         results["trainer"].append(run)
     results["faust"] = []
     for mode, count in (("take", args.faust_take_events), ("event", args.faust_event_events)):
+        if "faust" not in steps:
+            break
         _say(f"Faust peer {mode} over {count:,} events")
-        results["faust"].append(
-            await run_faust(bootstrap, topics, min(count, workload.events), out_dir, mode=mode)
-        )
-    _say("learner micro-benchmarks")
-    results["learners_table"], results["learners"] = _learners(out_dir)
-    # The latency trainer runs with the default settings: half of *their* measured maximum.
-    best = next(
-        r["steady_events_per_s"] or 0
-        for r in results["trainer"]
-        if r["guarantee"] == "exactly_once" and r["max_batch_events"] == 5000
-    )
-    _say(f"latency at {best / 2:,.0f} events/s")
-    results["latency"] = await run_latency(bootstrap, best / 2, args.latency_s, out_dir, workload)
-    results["scale"] = [_scale(n, out_dir) for n in args.scale]
+        faust = await run_faust(bootstrap, topics, min(count, workload.events), out_dir, mode=mode)
+        results["faust"].append({**faust, "load": _load()})
+    if "learners" in steps:
+        _say("learner micro-benchmarks")
+        results["learners_table"], results["learners"] = _learners(out_dir)
+    if "latency" in steps:
+        # The latency trainer runs with the default settings: half of *their* maximum.
+        rate = args.latency_rate or _eos_5000_rate(results) / 2
+        _say(f"latency at {rate:,.0f} events/s")
+        latency = await run_latency(bootstrap, rate, args.latency_s, out_dir, workload)
+        results["latency"] = {**latency, "load": _load()}
+    if "restore" in steps:
+        from benchmarks.restore import run_restore
+
+        _say(f"restore: {args.restore_models:,} rules + {args.restore_models:,} models")
+        results["restore"] = await run_restore(bootstrap, args.restore_models, out_dir)
+    results["scale"] = [_scale(n, out_dir) for n in args.scale] if "scale" in steps else []
     results["load_end"] = _load()
     return results
 
 
-def _trainer_runs(args: argparse.Namespace) -> list[tuple[str, int]]:
-    runs = [("exactly_once", 5000), ("at_least_once", 5000)]
+def _eos_5000_rate(results: dict[str, Any]) -> float:
+    rates = [
+        r["steady_events_per_s"] or r["events_per_s"]
+        for r in results["trainer"]
+        if r["guarantee"] == "exactly_once" and r["max_batch_events"] == 5000
+        and r["replicas"] == 1
+    ]  # fmt: skip
+    if not rates:
+        raise SystemExit("latency needs the exactly-once batch-5000 run or --latency-rate")
+    return float(rates[0])
+
+
+def _trainer_runs(args: argparse.Namespace) -> list[tuple[str, int, int]]:
+    if args.trainer_runs:
+        return list(args.trainer_runs)
+    runs = [("exactly_once", 5000, 1), ("at_least_once", 5000, 1), ("exactly_once", 5000, 2)]
     if not args.quick:
-        runs += [("exactly_once", b) for b in (500, 2000, 20000)]
+        runs += [("exactly_once", b, 1) for b in (500, 2000, 20000)]
     return runs
+
+
+def _run_spec(spec: str) -> tuple[str, int, int]:
+    """GUARANTEE:BATCH[:REPLICAS], e.g. exactly_once:5000 or exactly_once:5000:2."""
+    parts = spec.split(":")
+    if len(parts) not in (2, 3) or parts[0] not in ("exactly_once", "at_least_once"):
+        raise argparse.ArgumentTypeError(f"bad --trainer-runs entry {spec!r}")
+    return parts[0], int(parts[1]), int(parts[2]) if len(parts) == 3 else 1
 
 
 def _learners(out_dir: Path) -> tuple[str, Any]:
@@ -139,6 +181,18 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--scale", type=int, nargs="*", default=[1_000, 100_000, 1_000_000])
     parser.add_argument("--quick", action="store_true", help="skip the batch-size sweep")
     parser.add_argument("--profile", action="store_true", help="py-spy the batch-5000 runs")
+    parser.add_argument("--only", nargs="+", choices=STEPS, help="run only these steps")
+    parser.add_argument(
+        "--trainer-runs",
+        nargs="+",
+        type=_run_spec,
+        metavar="GUARANTEE:BATCH[:REPLICAS]",
+        help="trainer runs instead of the default set, e.g. exactly_once:5000",
+    )
+    parser.add_argument("--restore-models", type=int, default=100_000)
+    parser.add_argument(
+        "--latency-rate", type=float, help="events/s for the latency step (default: half EOS 5000)"
+    )
     args = parser.parse_args(argv)
     if args.bootstrap is None:
         from stream_trainer.kafka.local_broker import ensure_local_broker

@@ -10,9 +10,9 @@ which the worker pool runs off the loop.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Literal, Protocol
+from typing import Literal, Protocol, TypeVar
 
 from stream_trainer.columns import FeedbackColumns, ObservationColumns
 from stream_trainer.errors import DecodeError
@@ -26,6 +26,7 @@ from stream_trainer.events import (
 )
 
 Kind = Literal["observation", "feedback"]
+E = TypeVar("E", Observation, Feedback)
 
 
 class KafkaRecord(Protocol):
@@ -156,32 +157,12 @@ class MicroBatcher:
 def decode_batch(pending: PendingBatch, max_event_bytes: int) -> TrainingBatch:
     """Decode a batch's records into columns; invalid records are kept with their reason."""
     invalid: list[InvalidRecord] = []
-    observations: list[Observation] = []
-    observation_records: list[KafkaRecord] = []
-    for record in pending.observations:
-        try:
-            obs = decode_observation(record.value, max_bytes=max_event_bytes)
-        except DecodeError as exc:
-            invalid.append(InvalidRecord(record, exc.reason, exc.detail))
-            continue
-        if not _key_matches(record.key, obs.variable):
-            invalid.append(InvalidRecord(record, "key_mismatch", _mismatch(record, obs.variable)))
-            continue
-        observations.append(obs)
-        observation_records.append(record)
-    feedback: list[Feedback] = []
-    feedback_records: list[KafkaRecord] = []
-    for record in pending.feedback:
-        try:
-            fb = decode_feedback(record.value, max_bytes=max_event_bytes)
-        except DecodeError as exc:
-            invalid.append(InvalidRecord(record, exc.reason, exc.detail))
-            continue
-        if not _key_matches(record.key, fb.rule_id):
-            invalid.append(InvalidRecord(record, "key_mismatch", _mismatch(record, fb.rule_id)))
-            continue
-        feedback.append(fb)
-        feedback_records.append(record)
+    observations, observation_records = _decode_records(
+        pending.observations, decode_observation, _variable, max_event_bytes, invalid
+    )
+    feedback, feedback_records = _decode_records(
+        pending.feedback, decode_feedback, _rule_id, max_event_bytes, invalid
+    )
     return TrainingBatch(
         task=pending.task,
         generation=pending.generation,
@@ -195,6 +176,39 @@ def decode_batch(pending: PendingBatch, max_event_bytes: int) -> TrainingBatch:
         input_records=len(pending),
         opened_at=pending.opened_at,
     )
+
+
+def _decode_records(
+    records: list[KafkaRecord],
+    decode: Callable[..., E],
+    name_of: Callable[[E], str],
+    max_event_bytes: int,
+    invalid: list[InvalidRecord],
+) -> tuple[list[E], list[KafkaRecord]]:
+    """Valid events with their records; the rest appended to `invalid` with a reason."""
+    events: list[E] = []
+    kept: list[KafkaRecord] = []
+    for record in records:
+        try:
+            event = decode(record.value, max_bytes=max_event_bytes)
+        except DecodeError as exc:
+            invalid.append(InvalidRecord(record, exc.reason, exc.detail))
+            continue
+        name = name_of(event)
+        if not _key_matches(record.key, name):
+            invalid.append(InvalidRecord(record, "key_mismatch", _mismatch(record, name)))
+            continue
+        events.append(event)
+        kept.append(record)
+    return events, kept
+
+
+def _variable(event: Observation) -> str:
+    return event.variable
+
+
+def _rule_id(event: Feedback) -> str:
+    return event.rule_id
 
 
 def _key_matches(key: bytes | None, name: str) -> bool:

@@ -14,6 +14,7 @@ import signal
 import sys
 from collections.abc import Sequence
 from pathlib import Path
+from typing import TypeAlias
 
 from stream_trainer import __version__
 from stream_trainer.config import Settings, load_settings
@@ -23,6 +24,7 @@ from stream_trainer.logs import configure_logging
 log = logging.getLogger("stream_trainer")
 
 DEFAULT_SCHEMA_DIR = Path("schemas")
+Subcommands: TypeAlias = "argparse._SubParsersAction[argparse.ArgumentParser]"
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -51,7 +53,7 @@ def _common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--log-format", choices=["text", "json"], help="log line format")
 
 
-def _add_run(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+def _add_run(sub: Subcommands) -> None:
     p = sub.add_parser("run", help="run the trainer until SIGTERM/SIGINT (drains, exits 0)")
     _common(p)
     p.add_argument(
@@ -61,7 +63,7 @@ def _add_run(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     )
 
 
-def _add_replay(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+def _add_replay(sub: Subcommands) -> None:
     p = sub.add_parser(
         "replay", help="rebuild models from history into separate output topics, then exit"
     )
@@ -72,7 +74,7 @@ def _add_replay(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-a
     )
 
 
-def _add_dead_letters(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+def _add_dead_letters(sub: Subcommands) -> None:
     p = sub.add_parser("dead-letters", help="list dead letters, or re-publish them with --replay")
     _common(p)
     p.add_argument("--reason", action="append", help="only this reason (repeatable)")
@@ -82,7 +84,7 @@ def _add_dead_letters(sub: argparse._SubParsersAction) -> None:  # type: ignore[
     p.add_argument("--yes", action="store_true", help="do not ask for confirmation")
 
 
-def _add_demo(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+def _add_demo(sub: Subcommands) -> None:
     p = sub.add_parser("demo", help="local broker + synthetic Pulse traffic + the trainer")
     _common(p)
     p.add_argument("--events", type=int, default=200_000, help="synthetic events (default 200k)")
@@ -95,7 +97,7 @@ def _add_demo(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg
     p.add_argument("--produce-only", action="store_true", help="only produce traffic and exit")
 
 
-def _add_schemas(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+def _add_schemas(sub: Subcommands) -> None:
     p = sub.add_parser("schemas", help="JSON Schemas of the wire contracts")
     action = p.add_subparsers(dest="action", required=True, metavar="ACTION")
     export = action.add_parser("export", help="write one JSON Schema file per event type")

@@ -50,22 +50,23 @@ class Producer(Protocol):
 class _Publisher(Generic[E]):
     """Validate, key and send events of one type to one topic; see the module docstring."""
 
+    default_topic: str
+    # Set by each subclass (as staticmethods): the event type's decoder and its key.
+    _decode: Callable[..., E]
+    _key_of: Callable[[E], str]
+
     def __init__(
         self,
         bootstrap_servers: str,
         *,
-        topic: str,
-        decode: Callable[..., E],
-        key_of: Callable[[E], str],
+        topic: str | None = None,
         linger_ms: int = 5,
         max_event_bytes: int = DEFAULT_MAX_EVENT_BYTES,
         client_id: str | None = None,
         producer: Producer | None = None,
         security: Mapping[str, Any] | None = None,
     ) -> None:
-        self.topic = topic
-        self._decode: Callable[..., E] = decode
-        self._key_of: Callable[[E], str] = key_of
+        self.topic = topic or self.default_topic
         self._max_bytes = max_event_bytes
         self._producer_kwargs: dict[str, Any] = {
             "bootstrap_servers": bootstrap_servers,
@@ -195,52 +196,14 @@ def _rule_id(event: Feedback) -> str:
 class ObservationPublisher(_Publisher[Observation]):
     """Publishes `Observation`s keyed by variable (default topic ``pulse.observations``)."""
 
-    def __init__(
-        self,
-        bootstrap_servers: str,
-        *,
-        topic: str = "pulse.observations",
-        linger_ms: int = 5,
-        max_event_bytes: int = DEFAULT_MAX_EVENT_BYTES,
-        client_id: str | None = None,
-        producer: Producer | None = None,
-        security: Mapping[str, Any] | None = None,
-    ) -> None:
-        super().__init__(
-            bootstrap_servers,
-            topic=topic,
-            decode=decode_observation,
-            key_of=_variable,
-            linger_ms=linger_ms,
-            max_event_bytes=max_event_bytes,
-            client_id=client_id,
-            producer=producer,
-            security=security,
-        )
+    default_topic = "pulse.observations"
+    _decode = staticmethod(decode_observation)
+    _key_of = staticmethod(_variable)
 
 
 class FeedbackPublisher(_Publisher[Feedback]):
     """Publishes `Feedback` keyed by rule_id (default topic ``pulse.feedback``)."""
 
-    def __init__(
-        self,
-        bootstrap_servers: str,
-        *,
-        topic: str = "pulse.feedback",
-        linger_ms: int = 5,
-        max_event_bytes: int = DEFAULT_MAX_EVENT_BYTES,
-        client_id: str | None = None,
-        producer: Producer | None = None,
-        security: Mapping[str, Any] | None = None,
-    ) -> None:
-        super().__init__(
-            bootstrap_servers,
-            topic=topic,
-            decode=decode_feedback,
-            key_of=_rule_id,
-            linger_ms=linger_ms,
-            max_event_bytes=max_event_bytes,
-            client_id=client_id,
-            producer=producer,
-            security=security,
-        )
+    default_topic = "pulse.feedback"
+    _decode = staticmethod(decode_feedback)
+    _key_of = staticmethod(_rule_id)

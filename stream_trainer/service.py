@@ -24,7 +24,7 @@ from aiokafka.errors import CommitFailedError
 from aiokafka.errors import KafkaError as AioKafkaError
 
 from stream_trainer.aio import cancel_and_wait
-from stream_trainer.batching import Kind, MicroBatcher, PendingBatch
+from stream_trainer.batching import KafkaRecord, Kind, MicroBatcher, PendingBatch
 from stream_trainer.config import Settings
 from stream_trainer.errors import KafkaError, TaskFencedError
 from stream_trainer.kafka.admin import Topology, prepare_topics
@@ -78,7 +78,12 @@ class Trainer:
         self._consumer: AIOKafkaConsumer | None = None
         self._batcher = MicroBatcher(settings.max_batch_events, settings.max_batch_linger_ms)
         self._tasks = TaskManager(
-            settings, self.metrics, self.instance_id, self._commit_offsets, self._seek_committed
+            settings,
+            self.metrics,
+            self.instance_id,
+            commit_offsets=self._commit_offsets,
+            seek_committed=self._seek_committed,
+            still_assigned=lambda task: bool(self._owned(task)),
         )
         self._pool = WorkerPool(self._tasks.process, settings.queue_max_batches)
         self._blocked: dict[int, deque[PendingBatch]] = defaultdict(deque)
@@ -212,7 +217,7 @@ class Trainer:
                 log.info("reached the end offsets captured at start")
                 return
 
-    def _add_records(self, tp: TopicPartition, records: list, now: float) -> None:  # type: ignore[type-arg]
+    def _add_records(self, tp: TopicPartition, records: list[KafkaRecord], now: float) -> None:
         task = self._tasks.tasks.get(tp.partition)
         if task is None or task.resetting:
             # aiokafka hands out records of a partition as soon as it is assigned, before

@@ -76,12 +76,14 @@ class TaskManager:
         instance_id: str,
         commit_offsets: Callable[[dict[TopicPartition, int]], Awaitable[None]],
         seek_committed: Callable[[list[TopicPartition]], Awaitable[None]],
+        still_assigned: Callable[[int], bool],
     ) -> None:
         self._settings = settings
         self._metrics = metrics
         self._instance_id = instance_id
         self._commit_offsets = commit_offsets
         self._seek_committed = seek_committed
+        self._still_assigned = still_assigned
         self._shared_producer: AIOKafkaProducer | None = None
         self.tasks: dict[int, Task] = {}
         self.restoring = False
@@ -167,7 +169,13 @@ class TaskManager:
             result = "fenced" if isinstance(exc, TaskFencedError) else "aborted"
             self._metrics.transactions.labels(result=result).inc()
             self._metrics.commit_failures.inc()
-            await self.reset(pending.task, exc)
+            if self._still_assigned(pending.task):
+                await self.reset(pending.task, exc)
+            else:
+                # Another member owns it now; re-initialising our producer would fence
+                # the rightful owner. Our rebalance listener will revoke it.
+                log.warning("task %d lost to another member: dropping it", pending.task)
+                await self.drop(pending.task)
             return
         task.committed.update(outputs.offsets)
         self._record(applied, outputs, time.monotonic() - started)

@@ -8,9 +8,10 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord
 from aiokafka.errors import KafkaError as AioKafkaError
 
+from stream_trainer.commands._time import parse_utc_time
 from stream_trainer.config import Settings
 from stream_trainer.errors import ConfigError, KafkaError
 from stream_trainer.kafka.clients import client_options, stop_consumer, topic_partitions
@@ -71,12 +72,12 @@ async def read_dead_letters(
 
 
 def _select(
-    records: Sequence[object], reasons: Sequence[str] | None, since_ms: int | None
+    records: Sequence[ConsumerRecord], reasons: Sequence[str] | None, since_ms: int | None
 ) -> list[DeadLetter]:
     selected = []
     for r in records:
-        headers = {k: v.decode("utf-8", "replace") for k, v in r.headers or ()}  # type: ignore[attr-defined]
-        letter = DeadLetter(r.offset, r.partition, r.timestamp, r.key, r.value, headers)  # type: ignore[attr-defined]
+        headers = {k: v.decode("utf-8", "replace") for k, v in r.headers or ()}
+        letter = DeadLetter(r.offset, r.partition, r.timestamp, r.key, r.value, headers)
         if reasons and letter.reason not in reasons:
             continue
         if since_ms is not None and letter.timestamp_ms < since_ms:
@@ -129,15 +130,7 @@ async def replay_dead_letters(settings: Settings, letters: Sequence[DeadLetter])
 
 
 def _since_ms(since: str | None) -> int | None:
-    if since is None:
-        return None
-    try:
-        ts = datetime.fromisoformat(since)
-    except ValueError as exc:
-        raise ConfigError(f"--since must be an RFC 3339 time: {since!r}") from exc
-    if ts.tzinfo is None:
-        raise ConfigError(f"--since needs a UTC offset: {since!r}")
-    return int(ts.timestamp() * 1000)
+    return None if since is None else int(parse_utc_time(since, "--since").timestamp() * 1000)
 
 
 async def dead_letters(settings: Settings, args: argparse.Namespace) -> int:

@@ -16,6 +16,7 @@ from datetime import datetime
 import msgspec
 
 from stream_trainer.aio import cancel_and_wait
+from stream_trainer.commands._time import parse_utc_time
 from stream_trainer.config import Settings
 from stream_trainer.errors import ConfigError
 from stream_trainer.service import Trainer
@@ -40,15 +41,7 @@ def replay_settings(settings: Settings, prefix: str, stamp: str) -> Settings:
 
 
 def parse_start(start: str) -> datetime | None:
-    if start == "earliest":
-        return None
-    try:
-        parsed = datetime.fromisoformat(start)
-    except ValueError as exc:
-        raise ConfigError(f"--from must be 'earliest' or an RFC 3339 time: {start!r}") from exc
-    if parsed.tzinfo is None:
-        raise ConfigError(f"--from needs a UTC offset (e.g. {start}Z): {start!r}")
-    return parsed
+    return None if start == "earliest" else parse_utc_time(start, "--from (or 'earliest')")
 
 
 async def replay(settings: Settings, start: str, prefix: str) -> int:

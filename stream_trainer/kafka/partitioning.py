@@ -64,8 +64,10 @@ def _tail(
     rows = np.arange(len(lengths))
 
     def byte(offset: int) -> npt.NDArray[np.uint64]:
-        return data[rows, np.minimum(base + offset, data.shape[1] - 1)].astype(np.uint64)
+        column = np.minimum(base + offset, data.shape[1] - 1)
+        return np.asarray(data[rows, column], dtype=np.uint64)
 
     h = np.where(extra >= 3, h ^ (byte(2) << np.uint64(16)), h)
     h = np.where(extra >= 2, h ^ (byte(1) << np.uint64(8)), h)
-    return np.where(extra >= 1, ((h ^ byte(0)) * _M) & _MASK, h)
+    mixed: npt.NDArray[np.uint64] = np.where(extra >= 1, ((h ^ byte(0)) * _M) & _MASK, h)
+    return mixed
