@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import IO, Any
 
 import numpy as np
+from aiokafka import AIOKafkaProducer
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -104,6 +105,41 @@ async def prefill(bootstrap: str, topics: Topics, workload: Workload) -> float:
     return time.monotonic() - started
 
 
+async def prefill_uncommitted(
+    bootstrap: str, topics: Topics, workload: Workload
+) -> AIOKafkaProducer:
+    """Create the input topics and produce the workload inside one open transaction.
+
+    `read_committed` consumers (the trainer's) see none of it until the caller commits the
+    returned producer's transaction (then stops it): a gate that releases the whole input
+    at once, e.g. once every replica of a group holds its tasks.
+    """
+    await harness.create_inputs(bootstrap, topics, workload.partitions)
+    producer = AIOKafkaProducer(
+        bootstrap_servers=bootstrap,
+        transactional_id=f"{topics.prefix}-prefill",
+        transaction_timeout_ms=600_000,
+        linger_ms=20,
+        max_batch_size=512 * 1024,
+        max_request_size=2 * 1024 * 1024,
+    )
+    await producer.start()
+    try:
+        await producer.begin_transaction()
+        futures = []
+        for kind, key, value in workload.records():
+            topic = topics.observations if kind == "observation" else topics.feedback
+            futures.append(await producer.send(topic, value, key=key))
+            if len(futures) >= 20_000:
+                await asyncio.gather(*futures)
+                futures.clear()
+        await asyncio.gather(*futures)
+    except BaseException:
+        await producer.stop()
+        raise
+    return producer
+
+
 @dataclass
 class Progress:
     """(seconds since start, records committed by the group) samples."""
@@ -116,14 +152,6 @@ class Progress:
         end = next(((t, n) for t, n in self.samples if n >= high * total), None)
         if start is None or end is None or end[0] <= start[0]:
             return None
-        return (end[1] - start[1]) / (end[0] - start[0])
-
-    def rate_between(self, from_s: float, until_count: float) -> float | None:
-        """Events/s from the first sample at or after ``from_s`` to the first past a count."""
-        start = next(((t, n) for t, n in self.samples if t >= from_s), None)
-        end = next(((t, n) for t, n in self.samples if n >= until_count), None)
-        if start is None or end is None or end[0] - start[0] < 1.0:
-            return None  # too short a window to mean anything at 250 ms sampling
         return (end[1] - start[1]) / (end[0] - start[0])
 
     def done_s(self, total: int) -> float | None:

@@ -55,6 +55,8 @@ def trainer_name(r: dict[str, Any]) -> str:
     name = f"stream-trainer {r['guarantee']}, batch {r['max_batch_events']}"
     if r.get("replicas", 1) > 1:
         name += f", {r['replicas']} replicas"
+    if r.get("gated"):
+        name += ", gated start"
     return name + (" (py-spy attached)" if r.get("profiled") else "")
 
 
@@ -91,7 +93,9 @@ def _ratio(a: float | None, b: float | None) -> float | None:
     return None if not a or not b else a / b
 
 
-def _pick(results: dict[str, Any], guarantee: str, batch: int, replicas: int = 1) -> Any:
+def _pick(
+    results: dict[str, Any], guarantee: str, batch: int, replicas: int = 1, gated: bool = False
+) -> Any:
     return next(
         (
             r
@@ -99,6 +103,7 @@ def _pick(results: dict[str, Any], guarantee: str, batch: int, replicas: int = 1
             if r["guarantee"] == guarantee
             and r["max_batch_events"] == batch
             and r.get("replicas", 1) == replicas
+            and r.get("gated", False) == gated
         ),
         None,
     )
@@ -107,15 +112,21 @@ def _pick(results: dict[str, Any], guarantee: str, batch: int, replicas: int = 1
 def _ratios(results: dict[str, Any]) -> list[str]:
     lines = []
     eos, alo = _pick(results, "exactly_once", 5000), _pick(results, "at_least_once", 5000)
-    two = _pick(results, "exactly_once", 5000, 2)
+    two = _pick(results, "exactly_once", 5000, 2, gated=True)
+    one = _pick(results, "exactly_once", 5000, 1, gated=True)
     for label, a, b in (
         ("exactly-once / at-least-once (batch 5,000)", eos, alo),
-        ("2 replicas / 1 replica (exactly-once, batch 5,000)", two, eos),
+        ("2 replicas / 1 replica (exactly-once, batch 5,000, both gated)", two, one),
+        ("2 replicas gated / 1 replica ungated (exactly-once, batch 5,000)", two, eos),
     ):
         if a and b:
             steady = _ratio(a["steady_events_per_s"], b["steady_events_per_s"])
             wall = _ratio(a["events_per_s"], b["events_per_s"])
-            lines.append(f"- {label}: steady {_n(steady, '.2f')}, wall {_n(wall, '.2f')}")
+            line = f"- {label}: steady {_n(steady, '.2f')}, wall {_n(wall, '.2f')}"
+            if a.get("from_gate_events_per_s") and b.get("from_gate_events_per_s"):
+                gate = _ratio(a["from_gate_events_per_s"], b["from_gate_events_per_s"])
+                line += f", release to all committed {_n(gate, '.2f')}"
+            lines.append(line)
     for r in results.get("faust", []):
         if eos and r["steady_events_per_s"]:
             lines.append(
@@ -123,13 +134,14 @@ def _ratios(results: dict[str, Any]) -> list[str]:
                 f"{_n(_ratio(eos['steady_events_per_s'], r['steady_events_per_s']), '.1f')}x"
             )
     for r in results["trainer"]:
-        if r.get("replicas", 1) > 1:
+        if r.get("gated"):
             lines.append(
-                f"- {trainer_name(r)}: every replica held tasks from "
-                f"{_n(r.get('all_active_from_s'), '.1f')} s; committed-offset slope from then to "
-                f"90%: {_n(r.get('all_active_events_per_s'))} events/s; assignments "
+                f"- {trainer_name(r)}: input released {_n(r['gate_s'], '.1f')} s after start "
+                f"(once the group held every task); release to everything committed "
+                f"{_n(r['from_gate_s'], '.1f')} s = {_n(r['from_gate_events_per_s'])} events/s; "
+                "assignments: "
                 + "; ".join(
-                    f"replica {i}: " + ", ".join(f"{t:.1f} s {tasks}" for t, tasks in each)
+                    f"process {i}: " + ", ".join(f"{t:.1f} s {tasks}" for t, tasks in each)
                     for i, each in enumerate(r.get("assignments") or [])
                 )
             )
@@ -210,7 +222,7 @@ def plot(results: dict[str, Any], path: Path) -> None:
             (
                 r
                 for r in results["trainer"]
-                if r["guarantee"] == guarantee and r.get("replicas", 1) == 1
+                if r["guarantee"] == guarantee and r.get("replicas", 1) == 1 and not r.get("gated")
             ),
             key=lambda r: r["max_batch_events"],
         )

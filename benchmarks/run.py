@@ -31,7 +31,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from benchmarks.common import ROOT, Topics, Workload, machine, prefill
+from benchmarks.common import ROOT, Topics, Workload, machine, prefill, prefill_uncommitted
 from benchmarks.report import markdown, plot
 
 RESULTS = ROOT / "benchmarks" / "results"
@@ -73,16 +73,22 @@ async def measure(args: argparse.Namespace, bootstrap: str, out_dir: Path) -> di
         ceiling = await run_ceiling(bootstrap, topics, workload.events)
         results["ceiling"] = {**ceiling, "load": _load()}
     results["trainer"] = []
-    for guarantee, batch, replicas in _trainer_runs(args) if "trainer" in steps else []:
-        _say(f"stream-trainer {guarantee} batch {batch} x{replicas} (load {_load()})")
+    for guarantee, batch, replicas, gated in _trainer_runs(args) if "trainer" in steps else []:
+        name = f"{guarantee} batch {batch} x{replicas}{' gated' if gated else ''}"
+        gate, inputs = None, topics
+        if gated:
+            inputs = Topics(f"{topics.prefix}g{len(results['trainer'])}")
+            _say(f"prefilling {workload.events:,} events into {inputs.prefix}.* (uncommitted)")
+            gate = await prefill_uncommitted(bootstrap, inputs, workload)
+        _say(f"stream-trainer {name} (load {_load()})")
         profile_to = (
             out_dir / f"profile-{guarantee}.txt"
-            if args.profile and batch == 5000 and replicas == 1
+            if args.profile and batch == 5000 and replicas == 1 and not gated
             else None
         )
         run = await run_trainer(
-            bootstrap, topics, workload.events, out_dir, guarantee=guarantee,
-            batch_events=batch, replicas=replicas, profile_to=profile_to,
+            bootstrap, inputs, workload.events, out_dir, guarantee=guarantee,
+            batch_events=batch, replicas=replicas, gate=gate, profile_to=profile_to,
         )  # fmt: skip
         run["profiled"] = profile_to is not None
         run["load"] = _load()
@@ -118,28 +124,33 @@ def _eos_5000_rate(results: dict[str, Any]) -> float:
         r["steady_events_per_s"] or r["events_per_s"]
         for r in results["trainer"]
         if r["guarantee"] == "exactly_once" and r["max_batch_events"] == 5000
-        and r["replicas"] == 1
+        and r["replicas"] == 1 and not r["gated"]
     ]  # fmt: skip
     if not rates:
         raise SystemExit("latency needs the exactly-once batch-5000 run or --latency-rate")
     return float(rates[0])
 
 
-def _trainer_runs(args: argparse.Namespace) -> list[tuple[str, int, int]]:
+def _trainer_runs(args: argparse.Namespace) -> list[tuple[str, int, int, bool]]:
     if args.trainer_runs:
         return list(args.trainer_runs)
-    runs = [("exactly_once", 5000, 1), ("at_least_once", 5000, 1), ("exactly_once", 5000, 2)]
+    runs = [("exactly_once", 5000, 1, False), ("at_least_once", 5000, 1, False)]
+    # Replicas, and one replica the same way: input released once the group holds its tasks.
+    runs += [("exactly_once", 5000, 2, True), ("exactly_once", 5000, 1, True)]
     if not args.quick:
-        runs += [("exactly_once", b, 1) for b in (500, 2000, 20000)]
+        runs += [("exactly_once", b, 1, False) for b in (500, 2000, 20000)]
     return runs
 
 
-def _run_spec(spec: str) -> tuple[str, int, int]:
-    """GUARANTEE:BATCH[:REPLICAS], e.g. exactly_once:5000 or exactly_once:5000:2."""
+def _run_spec(spec: str) -> tuple[str, int, int, bool]:
+    """GUARANTEE:BATCH[:REPLICAS[:gated]]; more than one replica is always gated."""
     parts = spec.split(":")
-    if len(parts) not in (2, 3) or parts[0] not in ("exactly_once", "at_least_once"):
+    if not 2 <= len(parts) <= 4 or parts[0] not in ("exactly_once", "at_least_once"):
         raise argparse.ArgumentTypeError(f"bad --trainer-runs entry {spec!r}")
-    return parts[0], int(parts[1]), int(parts[2]) if len(parts) == 3 else 1
+    replicas = int(parts[2]) if len(parts) > 2 else 1
+    if len(parts) == 4 and parts[3] != "gated":
+        raise argparse.ArgumentTypeError(f"bad --trainer-runs entry {spec!r}")
+    return parts[0], int(parts[1]), replicas, replicas > 1 or len(parts) == 4
 
 
 def _learners(out_dir: Path) -> tuple[str, Any]:
@@ -186,7 +197,7 @@ def main(argv: list[str] | None = None) -> int:
         "--trainer-runs",
         nargs="+",
         type=_run_spec,
-        metavar="GUARANTEE:BATCH[:REPLICAS]",
+        metavar="GUARANTEE:BATCH[:REPLICAS[:gated]]",
         help="trainer runs instead of the default set, e.g. exactly_once:5000",
     )
     parser.add_argument("--restore-models", type=int, default=100_000)

@@ -1,20 +1,27 @@
-"""stream-trainer end to end: `stream-trainer run --until-end` as a subprocess, timed from outside.
+"""stream-trainer end to end: `stream-trainer run` subprocesses, timed from outside.
 
 Each run has a fresh application id (so a fresh consumer group and changelog) and its own
-output topics, and reads the shared pre-filled input topics from the beginning. Wall time is
-process start to exit (interpreter start, topic preparation, group join and drain included);
-the steady-state rate is the slope of the group's committed offsets between 10% and 90% of
-the input, sampled from outside every 250 ms.
+output topics. Wall time is process start to exit (interpreter start, topic preparation,
+group join and drain included); the steady-state rate is the slope of the group's committed
+offsets between 10% and 90% of the input, sampled from outside every 250 ms.
 
-With ``replicas`` > 1, that many `stream-trainer run` processes join one group (same
-application id, so the same transactional ids and changelog); with one GIL per process this
-is how the service uses more than one core. They are started together and, once every
-input record is committed, stopped with SIGTERM (see `_drive_replicas`); wall time is start
-to the last exit, ``consumed_s`` start to the sample that saw everything committed.
+Ungated runs (one `run --until-end` process) read the shared pre-filled input topics.
+
+Gated runs (`gate`: a producer holding the whole input of fresh topics in one open
+transaction, see `prefill_uncommitted`) start ``replicas`` `run` processes in one group
+(same application id, so the same transactional ids and changelog; one GIL per process is
+how the service uses more than one core), wait until the group's tasks are all assigned,
+then commit the transaction so the `read_committed` trainers see the whole input at once,
+and SIGTERM every process once everything is committed. Without the gate, the first replica
+to join would process most of a 300k input alone while the group rebalances (heartbeat
+every session_timeout/3 = 3.3 s, then a drain of queued batches and a restore). `--until-end`
+is not used there: `Trainer._reached_end` counts a partition as done only if this process
+owns it, so a replica owning a strict subset of the partitions never exits by itself.
 """
 
 from __future__ import annotations
 
+import ast
 import asyncio
 import contextlib
 import os
@@ -24,11 +31,22 @@ import subprocess
 import sys
 import time
 import uuid
+from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from benchmarks.common import Progress, Topics, rss_bytes, sample_group, spawn, wait_process
+from aiokafka import AIOKafkaProducer
+
+from benchmarks.common import (
+    PARTITIONS,
+    Progress,
+    Topics,
+    rss_bytes,
+    sample_group,
+    spawn,
+    wait_process,
+)
 from tests.integration import harness
 
 
@@ -45,6 +63,19 @@ def trainer_command(profile_to: Path | None, *, until_end: bool = True) -> list[
     return [py_spy, "record", "-r", "200", "-f", "raw", "-o", str(profile_to), "--", *command]
 
 
+@dataclass
+class _Group:
+    """The processes of one run and what is watched while they run."""
+
+    procs: list[subprocess.Popen[bytes]]
+    logs: list[Path]
+    progress: Progress
+    total: int
+    started: float
+    deadline: float
+    gate_s: float | None = None
+
+
 async def run_trainer(
     bootstrap: str,
     inputs: Topics,
@@ -54,10 +85,12 @@ async def run_trainer(
     guarantee: str,
     batch_events: int,
     replicas: int = 1,
+    gate: AIOKafkaProducer | None = None,
     profile_to: Path | None = None,
     timeout_s: float = 600.0,
 ) -> dict[str, Any]:
-    label = f"{guarantee}-{batch_events}-x{replicas}-{uuid.uuid4().hex[:6]}"
+    gated = gate is not None
+    label = f"{guarantee}-{batch_events}-x{replicas}{'g' if gated else ''}-{uuid.uuid4().hex[:6]}"
     run = Topics(f"{inputs.prefix}-{label}")
     env = {
         **os.environ,
@@ -65,106 +98,108 @@ async def run_trainer(
             bootstrap,
             processing_guarantee=guarantee,
             max_batch_events=batch_events,
-            # Replicas are stopped by SIGTERM once their lines say they started (INFO).
-            log_level="WARNING" if replicas == 1 else "INFO",
+            # Gated runs watch the "partitions assigned" lines (INFO).
+            log_level="INFO" if gated else "WARNING",
         ),
         "STREAM_TRAINER_TOPIC_OBSERVATIONS": inputs.observations,
         "STREAM_TRAINER_TOPIC_FEEDBACK": inputs.feedback,
     }
     log_paths = [log_dir / f"trainer-{label}-{i}.log" for i in range(replicas)]
-    progress = Progress()
     started, started_wall = time.monotonic(), time.time()
+    group = _Group([], log_paths, Progress(), total, started, started + timeout_s)
     with contextlib.ExitStack() as stack:
         logs = [stack.enter_context(p.open("wb")) for p in log_paths]
-        if replicas == 1:
-            procs = [spawn(trainer_command(profile_to, until_end=True), logs[0], env)]
-        else:
-            procs = [spawn(trainer_command(None, until_end=False), log, env) for log in logs]
+        command = trainer_command(profile_to, until_end=not gated)
+        group.procs = [spawn(command, log, env) for log in logs]
         sampler = asyncio.create_task(
-            sample_group(bootstrap, run.application_id, started, progress)
+            sample_group(bootstrap, run.application_id, started, group.progress)
         )
-        peak_tasks = [asyncio.create_task(_peak_rss(proc)) for proc in procs]
+        peak_tasks = [asyncio.create_task(_peak_rss(proc)) for proc in group.procs]
         try:
-            if replicas == 1:
-                codes = [await wait_process(procs[0], timeout_s)]
+            if gate is None:
+                codes = [await wait_process(p, timeout_s) for p in group.procs]
             else:
-                codes = await _drive_replicas(procs, log_paths, progress, total, timeout_s)
+                codes = await _drive_gated(group, gate)
             peaks = [await task for task in peak_tasks]
         finally:
             for task in (sampler, *peak_tasks):
                 task.cancel()
             await asyncio.gather(sampler, *peak_tasks, return_exceptions=True)
-            for proc in procs:
+            for proc in group.procs:
                 if proc.poll() is None:
                     proc.kill()
                     proc.wait()
     wall = time.monotonic() - started
     if any(codes):
         raise RuntimeError(f"trainer exited {codes}; see {log_paths}")
-    accounted = await _accounted(bootstrap, run)
+    progress = group.progress
     consumed = progress.done_s(total)
-    assigned = [_assignments(p, started_wall) for p in log_paths] if replicas > 1 else None
-    all_active = _all_active_s(assigned) if assigned else None
+    from_gate = None if consumed is None or group.gate_s is None else consumed - group.gate_s
     return {
         "guarantee": guarantee,
         "max_batch_events": batch_events,
         "replicas": replicas,
+        "gated": gated,
         "events": total,
         "wall_s": wall,
         "events_per_s": total / wall,
         "consumed_s": consumed,
         "steady_events_per_s": progress.steady_rate(total),
         "first_commit_s": progress.first_commit_s(),
+        # Gated: input released at gate_s; from_gate_s = release to everything committed.
+        "gate_s": group.gate_s,
+        "from_gate_s": from_gate,
+        "from_gate_events_per_s": None if not from_gate else total / from_gate,
+        "assignments": [_assignments(p, started_wall) for p in log_paths] if gated else None,
         "peak_rss_mib": max(peaks) / 2**20,
         "peak_rss_mib_each": [p / 2**20 for p in peaks],
-        # Replicas: each one's non-empty assignments (s after start, tasks); the rate while
-        # every replica held tasks, from the first sample after the last one got its share.
-        "assignments": assigned,
-        "all_active_from_s": all_active,
-        "all_active_events_per_s": (
-            None if all_active is None else progress.rate_between(all_active, 0.9 * total)
-        ),
-        "metrics_account_for": accounted,
+        "metrics_account_for": await _accounted(bootstrap, run),
         "log": ", ".join(str(p) for p in log_paths),
     }
 
 
-async def _drive_replicas(
-    procs: list[subprocess.Popen[bytes]],
-    log_paths: list[Path],
-    progress: Progress,
-    total: int,
-    timeout_s: float,
-) -> list[int]:
-    """Replicas run without --until-end: SIGTERM them once the group committed everything.
-
-    `Trainer._reached_end` counts a partition as done only if this process owns it, so a
-    replica that owns a strict subset of the partitions never exits by itself.
-    """
-    deadline = time.monotonic() + timeout_s
-    for proc, path in zip(procs, log_paths, strict=True):
-        await _wait_logged(proc, path, b"trainer started", deadline)
-    while (progress.samples[-1][1] if progress.samples else 0) < total:
-        if time.monotonic() > deadline:
-            raise TimeoutError(f"replicas did not commit {total} records in {timeout_s}s")
-        exited = [proc.returncode for proc in procs if proc.poll() is not None]
-        if exited:
-            raise RuntimeError(f"a replica exited early ({exited}); see {log_paths}")
+async def _drive_gated(group: _Group, gate: AIOKafkaProducer) -> list[int]:
+    """Release the input once the group holds every task; SIGTERM all once it is committed."""
+    try:
+        while not await asyncio.to_thread(_all_assigned, group.logs):
+            _check_running(group)
+            await asyncio.sleep(0.05)
+        await gate.commit_transaction()
+        group.gate_s = time.monotonic() - group.started
+    finally:
+        await gate.stop()
+    while (group.progress.samples[-1][1] if group.progress.samples else 0) < group.total:
+        _check_running(group)
         await asyncio.sleep(0.05)
-    for proc in procs:
+    for proc in group.procs:
         proc.send_signal(signal.SIGTERM)
-    return [await wait_process(proc, max(1.0, deadline - time.monotonic())) for proc in procs]
+    remaining = max(1.0, group.deadline - time.monotonic())
+    return [await wait_process(proc, remaining) for proc in group.procs]
 
 
-async def _wait_logged(
-    proc: subprocess.Popen[bytes], path: Path, line: bytes, deadline: float
-) -> None:
-    while line not in await asyncio.to_thread(path.read_bytes):
-        if proc.poll() is not None:
-            raise RuntimeError(f"replica exited {proc.returncode} before {line!r}; see {path}")
-        if time.monotonic() > deadline:
-            raise TimeoutError(f"no {line!r} in {path}")
-        await asyncio.sleep(0.05)
+def _check_running(group: _Group) -> None:
+    if time.monotonic() > group.deadline:
+        raise TimeoutError(f"run not done in time; see {group.logs}")
+    exited = [proc.returncode for proc in group.procs if proc.poll() is not None]
+    if exited:
+        raise RuntimeError(f"a trainer exited early ({exited}); see {group.logs}")
+
+
+def _all_assigned(logs: list[Path]) -> bool:
+    """Every process's latest rebalance line is a non-empty assignment; all tasks covered."""
+    tasks: set[int] = set()
+    for path in logs:
+        latest = None
+        for line in path.read_bytes().decode(errors="replace").splitlines():
+            if "partitions assigned" in line or "partitions revoked" in line:
+                latest = line
+        if latest is None or "partitions assigned" not in latest:
+            return False
+        owned = ast.literal_eval(latest.rsplit("tasks=", 1)[-1])
+        if not owned:
+            return False
+        tasks.update(owned)
+    return tasks == set(range(PARTITIONS))
 
 
 def _assignments(path: Path, started_wall: float) -> list[tuple[float, str]]:
@@ -177,13 +212,6 @@ def _assignments(path: Path, started_wall: float) -> list[tuple[float, str]]:
         at = datetime.strptime(line[:23], "%Y-%m-%d %H:%M:%S,%f").timestamp()
         out.append((at - started_wall, line.rsplit("tasks=", 1)[-1]))
     return out
-
-
-def _all_active_s(assigned: list[list[tuple[float, str]]]) -> float | None:
-    """When the last replica got its first tasks (None if one never did)."""
-    if not all(assigned):
-        return None
-    return max(each[0][0] for each in assigned)
 
 
 async def _peak_rss(proc: subprocess.Popen[bytes]) -> int:

@@ -108,6 +108,16 @@ class Committer(Protocol):
     async def commit(self, outputs: BatchOutputs) -> None: ...
 
 
+async def _deliver(
+    producer: AIOKafkaProducer, records: Sequence[OutputRecord], dead_letter_topic: str
+) -> None:
+    """Send and wait for every record; raise if any was refused (dead letters: fatally)."""
+    sent = await send_records(producer, records)
+    if sent:
+        await asyncio.wait([fut for _, fut in sent])
+    _raise_for_failed_sends(sent, dead_letter_topic)
+
+
 def _raise_for_failed_sends(
     sent: Sequence[tuple[str, asyncio.Future[Any]]], dead_letter_topic: str
 ) -> None:
@@ -118,7 +128,8 @@ def _raise_for_failed_sends(
                 raise DeadLetterError(
                     f"cannot write to dead-letter topic {topic}: {exc!r}"
                 ) from exc
-            raise KafkaError(f"cannot write to {topic}: {exc!r}", retriable=True) from exc
+            retriable = bool(getattr(exc, "retriable", False))
+            raise KafkaError(f"cannot write to {topic}: {exc!r}", retriable=retriable) from exc
 
 
 class TransactionalCommitter:
@@ -137,20 +148,22 @@ class TransactionalCommitter:
             raise TaskFencedError(f"producer fenced: {exc!r}") from exc
         except AioKafkaError as exc:
             raise KafkaError(f"cannot begin transaction: {exc!r}", retriable=True) from exc
-        sent: list[tuple[str, asyncio.Future[Any]]] = []
         try:
-            sent = await send_records(producer, outputs.records)
+            # Every record must be delivered before the offsets join the transaction:
+            # aiokafka would commit a transaction even when one of its sends failed.
+            await _deliver(producer, outputs.records, self._dead_letter_topic)
             await producer.send_offsets_to_transaction(outputs.offsets, self._group_id)
             await producer.commit_transaction()
         except ProducerFenced as exc:
             raise TaskFencedError(f"producer fenced: {exc!r}") from exc
+        except KafkaError:
+            await self._abort()
+            raise
         except (TimeoutError, AioKafkaError) as exc:
             await self._abort()
-            _raise_for_failed_sends(sent, self._dead_letter_topic)
             raise KafkaError(
                 f"transaction failed and was aborted: {exc!r}", retriable=True
             ) from exc
-        _raise_for_failed_sends(sent, self._dead_letter_topic)
 
     async def _abort(self) -> None:
         try:
@@ -177,10 +190,7 @@ class AtLeastOnceCommitter:
 
     async def commit(self, outputs: BatchOutputs) -> None:
         try:
-            sent = await send_records(self._producer, outputs.records)
-            if sent:
-                await asyncio.wait([fut for _, fut in sent])
+            await _deliver(self._producer, outputs.records, self._dead_letter_topic)
         except AioKafkaError as exc:
             raise KafkaError(f"publishing failed: {exc!r}", retriable=True) from exc
-        _raise_for_failed_sends(sent, self._dead_letter_topic)
         await self._commit_offsets(outputs.offsets)
