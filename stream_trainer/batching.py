@@ -66,6 +66,12 @@ class PendingBatch:
                 offsets[(last.topic, last.partition)] = last.offset + 1
         return offsets
 
+    def absorb(self, later: PendingBatch) -> None:
+        """Append a later batch of the same task and generation (coalescing a backlog)."""
+        assert (later.task, later.generation) == (self.task, self.generation)
+        self.observations.extend(later.observations)
+        self.feedback.extend(later.feedback)
+
     def offset_span(self) -> str:
         """A deterministic id for the input this batch covers (same after a crash replay)."""
         parts = [f"{self.task}"]

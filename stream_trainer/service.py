@@ -44,6 +44,7 @@ class Progress:
     events: int = 0
     batches_queued: int = 0
     end_offsets: dict[TopicPartition, int] = field(default_factory=dict)
+    fetched: dict[TopicPartition, int] = field(default_factory=dict)  # next offset handed on
 
 
 class _Rebalance(ConsumerRebalanceListener):  # type: ignore[misc]
@@ -85,7 +86,9 @@ class Trainer:
             seek_committed=self._seek_committed,
             still_assigned=lambda task: bool(self._owned(task)),
         )
-        self._pool = WorkerPool(self._tasks.process, settings.queue_max_batches)
+        self._pool = WorkerPool(
+            self._tasks.process, settings.queue_max_batches, settings.max_batch_events
+        )
         self._blocked: dict[int, deque[PendingBatch]] = defaultdict(deque)
         self._paused: set[int] = set()
         self._assigned = False
@@ -148,6 +151,7 @@ class Trainer:
             stop_requested.cancel()
         if self._loop_task.done():
             self._loop_task.result()  # surfaces the loop's error, if any
+        self._pool.check()
 
     def request_stop(self) -> None:
         self._stopping.set()
@@ -227,6 +231,7 @@ class Trainer:
         kind: Kind = "observation" if tp.topic == self.settings.topic_observations else "feedback"
         self.metrics.events_consumed.labels(topic=tp.topic).inc(len(records))
         self.progress.events += len(records)
+        self.progress.fetched[tp] = records[-1].offset + 1
         self._enqueue(self._batcher.add(tp.partition, task.generation, kind, records, now))
 
     def _rewind(self, tp: TopicPartition, offset: int) -> None:
@@ -290,6 +295,8 @@ class Trainer:
             return  # leaving: the records of these partitions are never handed out
         new = [tp for task in tasks for tp in self._owned(task)]
         self._consumer.pause(*new)  # nothing is fetched for a task before its state is back
+        for tp in new:
+            self.progress.fetched.pop(tp, None)  # fetched under an earlier ownership
         try:
             await self._tasks.assign(sorted(tasks))
             if self._start_from is not None:
@@ -314,6 +321,7 @@ class Trainer:
             raise KafkaError(f"offset commit failed: {exc!r}", retriable=True) from exc
 
     async def _seek_committed(self, partitions: list[TopicPartition]) -> None:
+        """Rewind a reset task's partitions to their committed offsets (or the reset policy)."""
         consumer = self._consumer
         assert consumer is not None
         assigned = consumer.assignment()
@@ -323,14 +331,16 @@ class Trainer:
             self._batcher.discard(tp.partition)
             self._blocked.pop(tp.partition, None)
             committed = await consumer.committed(tp)
-            if committed is None:
-                await consumer.seek_to_beginning(
-                    tp
-                ) if self.settings.auto_offset_reset == "earliest" else await consumer.seek_to_end(
-                    tp
-                )
-            else:
+            if committed is not None:
                 consumer.seek(tp, committed)
+            elif self.settings.auto_offset_reset == "earliest":
+                await consumer.seek_to_beginning(tp)
+            else:
+                await consumer.seek_to_end(tp)
+            self.progress.fetched.pop(tp, None)  # nothing after the committed offset is ours
+            task = self._tasks.tasks.get(tp.partition)
+            if task is not None and committed is not None:
+                task.committed[tp] = committed
 
     async def _seek_uncommitted_to_time(self, tasks: set[int], start: datetime) -> None:
         """Replay from a time: partitions without a committed offset start at `start`."""
@@ -367,9 +377,12 @@ class Trainer:
         for owned in self._tasks.tasks.values():
             committed.update(owned.committed)
         for tp, end in ends.items():
-            if committed.get(tp, 0) >= end:
+            done = committed.get(tp, 0)
+            if done >= end:
                 continue
-            if not self._settled(tp.partition):
+            # Past the last record there may be only transaction markers: then everything
+            # handed on must be committed and the position at the end.
+            if not self._settled(tp.partition) or done < self.progress.fetched.get(tp, 0):
                 return False
             assert self._consumer is not None
             position = await self._consumer.position(tp)

@@ -29,7 +29,7 @@ async def test_batches_of_one_task_run_in_order_and_tasks_in_parallel() -> None:
         seen.append((b.task, b.observations[0]))  # type: ignore[arg-type]
         running -= 1
 
-    pool = WorkerPool(process, queue_size=10)
+    pool = WorkerPool(process, queue_size=10, max_batch_events=1)
     for task in (0, 1, 2):
         pool.add_task(task)
     for i in range(5):
@@ -49,7 +49,7 @@ async def test_full_queue_refuses_without_waiting_then_has_room() -> None:
     async def process(b: PendingBatch) -> None:
         await gate.wait()
 
-    pool = WorkerPool(process, queue_size=2)
+    pool = WorkerPool(process, queue_size=2, max_batch_events=1)
     pool.add_task(0)
     assert pool.offer(batch(0, 0))
     await asyncio.sleep(0)  # the worker takes the first batch
@@ -66,7 +66,7 @@ async def test_worker_error_is_kept_and_reraised_by_check() -> None:
     async def process(b: PendingBatch) -> None:
         raise RuntimeError("boom")
 
-    pool = WorkerPool(process, queue_size=2)
+    pool = WorkerPool(process, queue_size=2, max_batch_events=1)
     pool.add_task(0)
     pool.offer(batch(0, 0))
     await pool.drain(0)
@@ -83,7 +83,7 @@ async def test_remove_task_can_discard_queued_batches() -> None:
         await gate.wait()
         done.append(b.observations[0])  # type: ignore[arg-type]
 
-    pool = WorkerPool(process, queue_size=5)
+    pool = WorkerPool(process, queue_size=5, max_batch_events=1)
     pool.add_task(0)
     for i in range(3):
         pool.offer(batch(0, i))
@@ -94,3 +94,23 @@ async def test_remove_task_can_discard_queued_batches() -> None:
     await removal
     assert done == [0]  # the in-flight batch finished; queued ones were dropped
     assert pool.tasks == []
+
+
+async def test_a_backlog_is_coalesced_in_order_up_to_the_batch_size() -> None:
+    seen: list[list[int]] = []
+    gate = asyncio.Event()
+
+    async def process(b: PendingBatch) -> None:
+        await gate.wait()
+        seen.append(list(b.observations))  # type: ignore[arg-type]
+
+    pool = WorkerPool(process, queue_size=10, max_batch_events=3)
+    pool.add_task(0)
+    pool.offer(batch(0, 0))
+    await asyncio.sleep(0)  # the worker takes the first batch and waits at the gate
+    for i in range(1, 6):
+        assert pool.offer(batch(0, i))
+    gate.set()
+    await pool.drain(0)
+    await pool.close()
+    assert seen == [[0], [1, 2, 3], [4, 5]]  # in order, never above 3 events
