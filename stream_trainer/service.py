@@ -13,9 +13,8 @@ import logging
 import os
 import socket
 import time
-from collections import Counter, defaultdict, deque
+from collections import defaultdict, deque
 from collections.abc import Iterable
-from dataclasses import dataclass, field
 from datetime import datetime
 
 from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener, TopicPartition
@@ -31,20 +30,12 @@ from stream_trainer.kafka.admin import Topology, prepare_topics
 from stream_trainer.kafka.clients import client_options
 from stream_trainer.ops.http import OpsServer
 from stream_trainer.ops.metrics import TrainerMetrics
+from stream_trainer.ops.summary import Summary
 from stream_trainer.pool import WorkerPool
+from stream_trainer.progress import Progress
 from stream_trainer.tasks import TaskManager
 
 log = logging.getLogger(__name__)
-
-
-@dataclass(slots=True)
-class Progress:
-    """Counters for the periodic summary line and for `--until-end`."""
-
-    events: int = 0
-    batches_queued: int = 0
-    end_offsets: dict[TopicPartition, int] = field(default_factory=dict)
-    fetched: dict[TopicPartition, int] = field(default_factory=dict)  # next offset handed on
 
 
 class _Rebalance(ConsumerRebalanceListener):  # type: ignore[misc]
@@ -136,7 +127,14 @@ class Trainer:
         if self._until_end:
             self.progress.end_offsets = await self._input_end_offsets()
         self._loop_task = asyncio.create_task(self._consume_loop(), name="consume-loop")
-        self._summary_task = asyncio.create_task(self._summary_loop(), name="summary")
+        summary = Summary(
+            self.metrics,
+            self._tasks,
+            self.progress,
+            self._consumer,
+            self.settings.summary_interval_s,
+        )
+        self._summary_task = asyncio.create_task(summary.run(), name="summary")
         log.info("trainer started", extra={"instance": self.instance_id})
 
     async def wait(self) -> None:
@@ -306,7 +304,6 @@ class Trainer:
         for task in tasks:
             self._pool.add_task(task)
         self._assigned = True
-        self._update_model_gauges()
         log.info("partitions assigned", extra={"tasks": sorted(tasks)})
 
     # -- offsets --------------------------------------------------------------------------
@@ -394,54 +391,6 @@ class Trainer:
         """Owned, with nothing queued, in flight or blocked."""
         owned = task in self._tasks.tasks
         return owned and self._pool.idle(task) and not self._blocked.get(task)
-
-    # -- observability --------------------------------------------------------------------
-
-    async def _summary_loop(self) -> None:
-        interval = self.settings.summary_interval_s
-        last_events, last_time = 0, time.monotonic()
-        while True:
-            await asyncio.sleep(interval)
-            now = time.monotonic()
-            rate = (self.progress.events - last_events) / (now - last_time)
-            last_events, last_time = self.progress.events, now
-            lag = self._update_lag()
-            self._update_model_gauges()
-            log.info(
-                "summary: %.0f events/s, %d batches, lag %d",
-                rate,
-                self.progress.batches_queued,
-                lag,
-                extra={"events_per_s": round(rate), "lag": lag},
-            )
-
-    def _update_lag(self) -> int:
-        consumer = self._consumer
-        if consumer is None:
-            return 0
-        total = 0
-        for tp in consumer.assignment():
-            high = consumer.highwater(tp)
-            task = self._tasks.tasks.get(tp.partition)
-            done = task.committed.get(tp) if task else None
-            if high is None or done is None:
-                continue
-            lag = max(0, high - done)
-            self.metrics.consumer_lag.labels(topic=tp.topic, partition=str(tp.partition)).set(lag)
-            total += lag
-        return total
-
-    def _update_model_gauges(self) -> None:
-        rules = models = 0
-        by_status: Counter[str] = Counter()
-        for task in self._tasks.tasks.values():
-            r, m = task.state.model_counts
-            rules, models = rules + r, models + m
-            by_status.update(task.status_counts)
-        self.metrics.models.labels(kind="rule").set(rules)
-        self.metrics.models.labels(kind="model").set(models)
-        for status in ("active", "probation", "retired"):
-            self.metrics.rules_by_status.labels(status=status).set(by_status[status])
 
     def _new_consumer(self) -> AIOKafkaConsumer:
         s = self.settings
