@@ -154,6 +154,10 @@ class Progress:
             return None
         return (end[1] - start[1]) / (end[0] - start[0])
 
+    def rate_by_decile(self, total: int) -> list[float | None]:
+        """Committed-offset slope over each tenth of the input (is the rate sustained?)."""
+        return [self.steady_rate(total, k / 10, (k + 1) / 10) for k in range(10)]
+
     def done_s(self, total: int) -> float | None:
         """Seconds from start to the first sample with every record committed."""
         return next((t for t, n in self.samples if n >= total), None)

@@ -25,7 +25,8 @@ def markdown(results: dict[str, Any]) -> str:
     out = [
         f"# Benchmark run {results['started']}",
         "",
-        f"Command: `{results.get('command', 'python -m benchmarks.run')}`",
+        f"Command: `{results.get('command', 'python -m benchmarks.run')}`; code "
+        f"{results.get('code_start', '?')} at start, {results.get('code_end', '?')} at end.",
         "",
         f"Machine: {m['cores']} cores, {m['cpu_model']}, {m['mem_total_gib']} GiB; "
         f"Python {m['python']}, numpy {m['numpy']}, msgspec {m['msgspec']}, "
@@ -151,6 +152,11 @@ def _ratios(results: dict[str, Any]) -> list[str]:
             f"start; peak RSS {r['peak_rss_mib']:.0f} MiB; metrics account for "
             f"{r['metrics_account_for']:,} of {r['events']:,} records"
         )
+        if r.get("rate_by_decile") and r["events"] >= 1_000_000:
+            lines.append(
+                "  - committed events/s per tenth of the input: "
+                + ", ".join(_n(x) for x in r["rate_by_decile"])
+            )
     return lines
 
 

@@ -58,6 +58,7 @@ async def measure(args: argparse.Namespace, bootstrap: str, out_dir: Path) -> di
         "started": datetime.now(UTC).isoformat(timespec="seconds"),
         "command": " ".join(["python -m benchmarks.run", *sys.argv[1:]]),
         "machine": machine(),
+        "code_start": _code_version(),
         "bootstrap": bootstrap,
         "load_start": _load(),
         "workload": {
@@ -116,7 +117,24 @@ async def measure(args: argparse.Namespace, bootstrap: str, out_dir: Path) -> di
         results["restore"] = await run_restore(bootstrap, args.restore_models, out_dir)
     results["scale"] = [_scale(n, out_dir) for n in args.scale] if "scale" in steps else []
     results["load_end"] = _load()
+    # Each trainer subprocess imports the code on disk when it starts: a change mid-run shows.
+    results["code_end"] = _code_version()
     return results
+
+
+def _code_version() -> str:
+    """HEAD commit, plus "+dirty" if stream_trainer/ differs from it (read-only git calls)."""
+    try:
+        head = subprocess.run(
+            ["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True,
+            check=True,
+        ).stdout.strip()  # fmt: skip
+        diff = subprocess.run(
+            ["git", "diff", "--quiet", "HEAD", "--", "stream_trainer"], cwd=ROOT, check=False
+        )
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown"
+    return head + ("+dirty" if diff.returncode else "")
 
 
 def _eos_5000_rate(results: dict[str, Any]) -> float:

@@ -154,6 +154,7 @@ async def run_trainer(
         "peak_rss_mib": max(peaks) / 2**20,
         "peak_rss_mib_each": [p / 2**20 for p in peaks],
         "metrics_account_for": await _accounted(bootstrap, run),
+        "rate_by_decile": progress.rate_by_decile(total),
         "log": ", ".join(str(p) for p in log_paths),
     }
 

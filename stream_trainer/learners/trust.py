@@ -305,21 +305,32 @@ class TrustLearner:
         ]
 
     def load(self, records: Iterable[tuple[str, bytes]]) -> None:
-        """Insert or replace rules from changelog records made by ``dump``."""
+        """Insert or replace rules from changelog records made by ``dump`` (later ones win).
+
+        Decoded one by one, stored in one vectorised step: a restore loads every model of
+        a task at once, and per-key row allocation would dominate it.
+        """
         decoder = msgspec.msgpack.Decoder(_RuleState)
+        keys: list[str] = []
+        states: list[_RuleState] = []
         for key, payload in records:
             try:
-                state = decoder.decode(payload)
+                states.append(decoder.decode(payload))
             except msgspec.DecodeError as exc:
                 raise DecodeError("invalid_state", f"rule {key!r}: {exc}") from exc
-            row = int(self._rows_for([key])[0])
-            self._ref[row] = state.ref_time
-            self._succ[row] = state.success
-            self._fail[row] = state.failure
-            self._version[row] = state.version
+            keys.append(key)
+        if not keys:
+            return
+        rows = self._rows_for(keys)
+        self._ref[rows] = [st.ref_time for st in states]
+        self._succ[rows] = [st.success for st in states]
+        self._fail[rows] = [st.failure for st in states]
+        self._version[rows] = [st.version for st in states]
+        counts = np.array([len(st.recent) for st in states], dtype=np.int64)
+        self._id_count[rows] = counts
+        self._prune_at[rows] = np.maximum(_PRUNE_MIN, 2 * counts)
+        for row, state in zip(rows.tolist(), states, strict=True):
             self._recent[row] = dict(state.recent)
-            self._id_count[row] = len(state.recent)
-            self._prune_at[row] = max(_PRUNE_MIN, 2 * len(state.recent))
 
 
 def _status_codes(
