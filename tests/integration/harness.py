@@ -37,6 +37,7 @@ from stream_trainer.events import (
     ts_us,
 )
 from stream_trainer.kafka.clients import stop_consumer, topic_partitions
+from stream_trainer.synthetic import SyntheticPulse
 from tests.reference_learners import ReferenceResult, reference_forecaster, reference_trust
 
 TRUST_RTOL = 1e-9
@@ -110,6 +111,27 @@ async def create_inputs(bootstrap: str, topics: Topics, partitions: int) -> None
         )
     finally:
         await admin.close()
+
+
+async def seeded_stream(
+    bootstrap: str,
+    label: str,
+    *,
+    partitions: int,
+    seed: int,
+    models: int,
+    events: int,
+    produce_first: int | None = None,
+) -> tuple[Topics, list[InputRecord]]:
+    """Fresh input topics and a seeded synthetic stream (`models` variables and rules).
+
+    Produces the first `produce_first` records (all by default); the test sends the rest.
+    """
+    topics = new_topics(label)
+    await create_inputs(bootstrap, topics, partitions)
+    records = list(SyntheticPulse(seed=seed, n_variables=models, n_rules=models).records(events))
+    await produce(bootstrap, topics, records[:produce_first])
+    return topics, records
 
 
 async def produce(bootstrap: str, topics: Topics, records: Iterable[InputRecord]) -> int:

@@ -18,7 +18,6 @@ from pathlib import Path
 import pytest
 
 from stream_trainer.kafka.local_broker import LocalKafkaBroker
-from stream_trainer.synthetic import SyntheticPulse
 from tests.integration import harness as h
 
 pytestmark = [pytest.mark.kafka, pytest.mark.slow]
@@ -53,11 +52,9 @@ async def _finish(bootstrap: str, topics: h.Topics, log: Path, **settings: objec
 
 
 async def _prefill(bootstrap: str, label: str, seed: int) -> tuple[h.Topics, list[h.InputRecord]]:
-    topics = h.new_topics(label)
-    await h.create_inputs(bootstrap, topics, partitions=4)
-    records = list(SyntheticPulse(seed=seed, n_variables=400, n_rules=400).records(EVENTS))
-    await h.produce(bootstrap, topics, records)
-    return topics, records
+    return await h.seeded_stream(
+        bootstrap, label, partitions=4, seed=seed, models=400, events=EVENTS
+    )
 
 
 async def test_kill_9_ten_times_gives_exactly_the_uninterrupted_models(
@@ -93,11 +90,11 @@ async def test_the_verifier_detects_duplicates_under_at_least_once(
 async def test_scale_out_and_in_mid_run_gives_the_single_process_models(
     kafka_bootstrap: str, tmp_path: Path
 ) -> None:
-    topics = h.new_topics("scale")
-    await h.create_inputs(kafka_bootstrap, topics, partitions=6)
-    records = list(SyntheticPulse(seed=23, n_variables=300, n_rules=300).records(60_000))
-    first, second = records[:30_000], records[30_000:]
-    await h.produce(kafka_bootstrap, topics, first)
+    topics, records = await h.seeded_stream(
+        kafka_bootstrap, "scale", partitions=6, seed=23, models=300, events=60_000,
+        produce_first=30_000,
+    )  # fmt: skip
+    second = records[30_000:]
     log = tmp_path / "trainer.log"
     settings = {"max_batch_events": 500}
     procs: list[subprocess.Popen[bytes]] = []
@@ -123,10 +120,10 @@ async def test_broker_restart_mid_run_recovers_by_itself(
 ) -> None:
     if local_broker is None:
         pytest.skip("needs the project's own local broker to restart (external cluster in use)")
-    topics = h.new_topics("restart")
-    await h.create_inputs(kafka_bootstrap, topics, partitions=3)
-    records = list(SyntheticPulse(seed=24, n_variables=200, n_rules=200).records(40_000))
-    await h.produce(kafka_bootstrap, topics, records[:20_000])
+    topics, records = await h.seeded_stream(
+        kafka_bootstrap, "restart", partitions=3, seed=24, models=200, events=40_000,
+        produce_first=20_000,
+    )  # fmt: skip
     log = tmp_path / "trainer.log"
     proc = h.start_trainer(kafka_bootstrap, topics, log, max_batch_events=500)
     try:
@@ -141,10 +138,9 @@ async def test_broker_restart_mid_run_recovers_by_itself(
 
 
 async def test_replay_equals_live(kafka_bootstrap: str, tmp_path: Path) -> None:
-    topics = h.new_topics("replay")
-    await h.create_inputs(kafka_bootstrap, topics, partitions=3)
-    records = list(SyntheticPulse(seed=25, n_variables=150, n_rules=150).records(20_000))
-    await h.produce(kafka_bootstrap, topics, records)
+    topics, records = await h.seeded_stream(
+        kafka_bootstrap, "replay", partitions=3, seed=25, models=150, events=20_000
+    )
     log = tmp_path / "trainer.log"
     proc = h.start_trainer(kafka_bootstrap, topics, log, max_batch_events=300)
     try:

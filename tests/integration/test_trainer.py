@@ -15,7 +15,6 @@ import pytest
 from stream_trainer.config import load_settings
 from stream_trainer.ops.metrics import TrainerMetrics
 from stream_trainer.service import Trainer
-from stream_trainer.synthetic import SyntheticPulse
 from tests.integration import harness as h
 
 pytestmark = pytest.mark.kafka
@@ -24,10 +23,9 @@ pytestmark = pytest.mark.kafka
 async def test_cli_run_learns_exactly_the_reference_models_and_drains_on_sigterm(
     kafka_bootstrap: str, tmp_path: Path
 ) -> None:
-    topics = h.new_topics("core")
-    await h.create_inputs(kafka_bootstrap, topics, partitions=4)
-    records = list(SyntheticPulse(seed=11, n_variables=300, n_rules=300).records(40_000))
-    await h.produce(kafka_bootstrap, topics, records)
+    topics, records = await h.seeded_stream(
+        kafka_bootstrap, "core", partitions=4, seed=11, models=300, events=40_000
+    )
 
     proc = h.start_trainer(kafka_bootstrap, topics, tmp_path / "trainer.log")
     try:
@@ -52,10 +50,10 @@ async def test_sigterm_drains_while_input_is_still_arriving(
     kafka_bootstrap: str, tmp_path: Path
 ) -> None:
     """A stop mid-stream commits what it applied; a second run finishes: still exact."""
-    topics = h.new_topics("drain")
-    await h.create_inputs(kafka_bootstrap, topics, partitions=2)
-    records = list(SyntheticPulse(seed=12, n_variables=100, n_rules=100).records(30_000))
-    await h.produce(kafka_bootstrap, topics, records[:15_000])
+    topics, records = await h.seeded_stream(
+        kafka_bootstrap, "drain", partitions=2, seed=12, models=100, events=30_000,
+        produce_first=15_000,
+    )  # fmt: skip
     log = tmp_path / "trainer.log"
     proc = h.start_trainer(kafka_bootstrap, topics, log, max_batch_events=500)
     await h.wait_consumed(kafka_bootstrap, topics, timeout_s=120, procs=[proc])
@@ -74,10 +72,9 @@ async def test_sigterm_drains_while_input_is_still_arriving(
 
 async def test_backpressure_pauses_partitions_and_loses_nothing(kafka_bootstrap: str) -> None:
     """A slow worker and a one-batch queue: partitions pause, memory stays bounded."""
-    topics = h.new_topics("backpressure")
-    await h.create_inputs(kafka_bootstrap, topics, partitions=2)
-    records = list(SyntheticPulse(seed=13, n_variables=50, n_rules=50).records(6_000))
-    await h.produce(kafka_bootstrap, topics, records)
+    topics, records = await h.seeded_stream(
+        kafka_bootstrap, "backpressure", partitions=2, seed=13, models=50, events=6_000
+    )
     settings = load_settings(
         environ=topics.env(kafka_bootstrap),
         max_batch_events=200,
