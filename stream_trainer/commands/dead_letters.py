@@ -14,7 +14,12 @@ from aiokafka.errors import KafkaError as AioKafkaError
 from stream_trainer.commands._time import parse_utc_time
 from stream_trainer.config import Settings
 from stream_trainer.errors import ConfigError, KafkaError
-from stream_trainer.kafka.clients import client_options, stop_consumer, topic_partitions
+from stream_trainer.kafka.clients import (
+    client_options,
+    read_to_end,
+    stop_consumer,
+    topic_partitions,
+)
 
 PAYLOAD_PREFIX = 60
 
@@ -50,17 +55,9 @@ async def read_dead_letters(
     try:
         await consumer.start()
         tps = await topic_partitions(consumer, settings.topic_dead_letter)
-        if not tps:
-            return []
-        consumer.assign(tps)
-        await consumer.seek_to_beginning(*tps)
-        ends = await consumer.end_offsets(tps)
         found: list[DeadLetter] = []
-        pending = {tp for tp in tps if ends[tp] > 0}
-        while pending and len(found) < limit:
-            for records in (await consumer.getmany(*pending, timeout_ms=500)).values():
-                found.extend(_select(records, reasons, since_ms))
-            pending = {tp for tp in pending if await consumer.position(tp) < ends[tp]}
+        async for _, records in read_to_end(consumer, tps):
+            found.extend(_select(records, reasons, since_ms))
         found.sort(key=lambda d: d.timestamp_ms)
         return found[:limit]
     except AioKafkaError as exc:

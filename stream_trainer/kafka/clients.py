@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+from collections.abc import AsyncIterator, Sequence
 from typing import Any
 
-from aiokafka import AIOKafkaConsumer, TopicPartition
+from aiokafka import AIOKafkaConsumer, ConsumerRecord, TopicPartition
 from aiokafka.helpers import create_ssl_context
 
 from stream_trainer.config import Settings
@@ -52,3 +53,25 @@ async def topic_partitions(consumer: AIOKafkaConsumer, topic: str) -> list[Topic
         await consumer._client.force_metadata_update()
         partitions = consumer.partitions_for_topic(topic)
     return [TopicPartition(topic, p) for p in sorted(partitions or ())]
+
+
+async def read_to_end(
+    consumer: AIOKafkaConsumer, partitions: Sequence[TopicPartition], timeout_ms: int = 500
+) -> AsyncIterator[tuple[TopicPartition, list[ConsumerRecord]]]:
+    """Every record of `partitions` from the beginning to the end offsets captured now.
+
+    The end is the last stable offset for a read_committed consumer, so a restore or a
+    verifier stops at what is committed. Past the last record there may be only
+    transaction markers, hence the position test rather than the last record's offset.
+    """
+    if not partitions:
+        return
+    consumer.assign(list(partitions))
+    await consumer.seek_to_beginning(*partitions)
+    ends = await consumer.end_offsets(list(partitions))
+    pending = {tp for tp in partitions if ends[tp] > 0}
+    while pending:
+        fetched = await consumer.getmany(*pending, timeout_ms=timeout_ms)
+        for tp, records in fetched.items():
+            yield tp, records
+        pending = {tp for tp in pending if await consumer.position(tp) < ends[tp]}

@@ -9,7 +9,7 @@ from aiokafka.errors import KafkaError as AioKafkaError
 
 from stream_trainer.config import Settings
 from stream_trainer.errors import KafkaError
-from stream_trainer.kafka.clients import client_options, stop_consumer
+from stream_trainer.kafka.clients import client_options, read_to_end, stop_consumer
 
 FETCH_TIMEOUT_MS = 200
 
@@ -31,19 +31,10 @@ async def read_changelog(
     try:
         await consumer.start()
         tps = [TopicPartition(settings.changelog_topic, p) for p in partitions]
-        consumer.assign(tps)
-        await consumer.seek_to_beginning(*tps)
-        ends = await consumer.end_offsets(tps)
-        pending = {tp for tp in tps if ends[tp] > 0}
-        while pending:
-            fetched = await consumer.getmany(*pending, timeout_ms=FETCH_TIMEOUT_MS)
-            for tp, batch in fetched.items():
-                records[tp.partition].extend(
-                    (r.key, r.value) for r in batch if r.key is not None and r.value is not None
-                )
-            for tp in list(pending):
-                if await consumer.position(tp) >= ends[tp]:
-                    pending.discard(tp)
+        async for tp, batch in read_to_end(consumer, tps, FETCH_TIMEOUT_MS):
+            records[tp.partition].extend(
+                (r.key, r.value) for r in batch if r.key is not None and r.value is not None
+            )
         return records
     except AioKafkaError as exc:
         raise KafkaError(f"changelog restore failed: {exc!r}", retriable=True) from exc

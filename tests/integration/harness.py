@@ -36,7 +36,7 @@ from stream_trainer.events import (
     ts_s,
     ts_us,
 )
-from stream_trainer.kafka.clients import stop_consumer, topic_partitions
+from stream_trainer.kafka.clients import read_to_end, stop_consumer, topic_partitions
 from stream_trainer.synthetic import SyntheticPulse
 from tests.reference_learners import ReferenceResult, reference_forecaster, reference_trust
 
@@ -170,21 +170,9 @@ async def read_all(bootstrap: str, topic: str, *, isolation: str = "read_committ
     )
     await consumer.start()
     try:
-        tps = await topic_partitions(consumer, topic)
-        if not tps:
-            return []
-        consumer.assign(tps)
-        await consumer.seek_to_beginning(*tps)
-        ends = await consumer.end_offsets(tps)
         out: list[Any] = []
-        pending = {tp for tp in tps if ends[tp] > 0}
-        while pending:
-            batch = await consumer.getmany(*pending, timeout_ms=500)
-            for records in batch.values():
-                out.extend(records)
-            for tp in list(pending):
-                if await consumer.position(tp) >= ends[tp]:
-                    pending.discard(tp)
+        async for _, records in read_to_end(consumer, await topic_partitions(consumer, topic)):
+            out.extend(records)
         return out
     finally:
         await stop_consumer(consumer)
