@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections import Counter
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 
@@ -226,8 +227,8 @@ class TaskManager:
         m.batch_duration.observe(seconds)
         if self._settings.exactly_once:
             m.transactions.labels(result="committed").inc()
-        for invalid in applied.invalid:
-            m.events_invalid.labels(reason=invalid.reason).inc()
+        for reason, count in Counter(inv.reason for inv in applied.invalid).items():
+            m.events_invalid.labels(reason=reason).inc(count)
         m.versions_published.labels(kind="rule").inc(len(applied.rule_versions))
         m.versions_published.labels(kind="model").inc(len(applied.model_versions))
         for rv in applied.rule_versions:
