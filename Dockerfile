@@ -5,7 +5,8 @@ ENV PYTHONDONTWRITEBYTECODE=1 \
     PYTHONUNBUFFERED=1 \
     PIP_NO_CACHE_DIR=1 \
     PIP_DISABLE_PIP_VERSION_CHECK=1 \
-    STREAM_TRAINER_HTTP_PORT=9400
+    STREAM_TRAINER_HTTP_PORT=9400 \
+    NUMBA_CACHE_DIR=/opt/numba-cache
 
 # A fixed uid so Kubernetes' runAsNonRoot/runAsUser can match it.
 RUN groupadd --system --gid 10001 trainer \
@@ -15,6 +16,10 @@ WORKDIR /src
 COPY pyproject.toml README.md ./
 COPY stream_trainer ./stream_trainer
 RUN pip install . && rm -rf /src/build
+# Compile the learner kernels at build time into numba's cache: a read-only container then
+# starts with no compile (the cache dir is only read; a stale one is recompiled in memory).
+RUN python -c "from stream_trainer.learners import warm_up; warm_up()" \
+    && chmod -R a+rX /opt/numba-cache
 
 WORKDIR /home/trainer
 USER 10001:10001

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import importlib
 import os
 import platform
 import subprocess
@@ -20,11 +21,35 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-from stream_trainer.synthetic import SyntheticPulse  # noqa: E402
+# One import point for the synthetic traffic, so the harness also runs against commits from
+# before it moved to stream_trainer/dev/ (the same benchmark on old and new code).
+try:
+    from stream_trainer.dev import synthetic
+except ImportError:
+    from stream_trainer import synthetic  # type: ignore[attr-defined,no-redef]
 from tests.integration import harness  # noqa: E402
 from tests.integration.harness import Topics  # noqa: E402
 
-__all__ = ["ROOT", "SEED", "Progress", "Topics", "Workload", "machine", "prefill", "spawn"]
+SyntheticPulse = synthetic.SyntheticPulse
+FEEDBACK = synthetic.FEEDBACK
+rule_name = synthetic.rule_name
+variable_name = synthetic.variable_name
+
+__all__ = [
+    "FEEDBACK",
+    "ROOT",
+    "SEED",
+    "Progress",
+    "SyntheticPulse",
+    "Topics",
+    "Workload",
+    "local_broker",
+    "machine",
+    "prefill",
+    "rule_name",
+    "spawn",
+    "variable_name",
+]
 
 SEED = 20260101
 PARTITIONS = 6
@@ -43,6 +68,31 @@ class Workload:
     def records(self, n: int | None = None) -> list[harness.InputRecord]:
         pulse = SyntheticPulse(self.seed, self.n_variables, self.n_rules)
         return list(pulse.records(self.events if n is None else n))
+
+    @property
+    def label(self) -> str:
+        """Short name of the key space, e.g. "10k+10k" or "200+200"."""
+        return f"{_count(self.n_variables)}+{_count(self.n_rules)}"
+
+
+# The two key spaces of issue 10: many keys (per-key Python and output records dominate)
+# and few hot keys (many events per key per batch).
+WORKLOADS = {"10k": (10_000, 10_000), "hot": (200, 200)}
+
+
+def _count(n: int) -> str:
+    return f"{n // 1000}k" if n >= 1000 and n % 1000 == 0 else str(n)
+
+
+def local_broker() -> str:
+    """The shared detached local broker's address, started if none answers."""
+    try:
+        from stream_trainer.dev.broker.local_broker import ensure_local_broker
+    except ImportError:  # before the move to stream_trainer/dev/
+        from stream_trainer.kafka.local_broker import (  # type: ignore[import-not-found,no-redef]
+            ensure_local_broker,
+        )
+    return ensure_local_broker()
 
 
 def machine() -> dict[str, Any]:
@@ -69,12 +119,11 @@ def machine() -> dict[str, Any]:
         "openblas_coretype": os.environ.get("OPENBLAS_CORETYPE"),
         "mem_total_gib": _mem_total_gib(),
     }
-    try:
-        import faust
-
-        info["faust_streaming"] = faust.__version__
-    except ImportError:
-        info["faust_streaming"] = None
+    for name, module in (("faust_streaming", "faust"), ("quixstreams", "quixstreams")):
+        try:
+            info[name] = importlib.import_module(module).__version__
+        except ImportError:
+            info[name] = None
     return info
 
 

@@ -5,7 +5,10 @@ seeded mix at a steady rate for ``duration_s`` while a ``read_committed`` consum
 ``rule-versions``. Feedback timestamps are strictly increasing per rule (no late feedback),
 so a feedback event is visible once a RuleVersion of its rule has ``trained_through`` >= its
 ts; its latency is that version's receive time minus the event's send time (one clock, one
-process). The driver shares the 2 cores with the trainer and the broker.
+process). The records are partitioned (the default partitioner's murmur2, as the trainer's
+co-partitioning expects) and decoded before the clock starts, and each 10 ms tick sends one
+batch per partition, so the driver can keep up with 10k events/s on a shared machine. It
+shares the 2 cores with the trainer and the broker.
 """
 
 from __future__ import annotations
@@ -16,6 +19,7 @@ import time
 import uuid
 from collections import defaultdict, deque
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -23,10 +27,10 @@ import msgspec
 import numpy as np
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 
-from benchmarks.common import SEED, Topics, Workload
+from benchmarks.common import FEEDBACK, SEED, SyntheticPulse, Topics, Workload
+from benchmarks.paced import Partitioner, send_batches
 from stream_trainer.events import RuleVersion, decode_feedback, ts_s
 from stream_trainer.kafka.clients import stop_consumer
-from stream_trainer.synthetic import FEEDBACK, SyntheticPulse
 from tests.integration import harness
 
 TICK_S = 0.01
@@ -66,18 +70,20 @@ async def run_latency(
     n = WARMUP_EVENTS + int(rate * duration_s)
     pulse = SyntheticPulse(SEED + 1, workload.n_variables, workload.n_rules, late_fraction=0.0)
     records = list(pulse.records(n))
+    planned = _plan(records[WARMUP_EVENTS:], topics, workload.partitions)
     await harness.produce(bootstrap, topics, records[:WARMUP_EVENTS])
     log_path = log_dir / f"latency-{topics.prefix}.log"
-    proc = harness.start_trainer(bootstrap, topics, log_path, log_level="WARNING")
+    # INFO: harness.stop_trainer waits for the "trainer started" line before its SIGTERM.
+    proc = harness.start_trainer(
+        bootstrap, topics, log_path, log_level="INFO", summary_interval_s=60
+    )
     try:
         await harness.wait_consumed(bootstrap, topics, timeout_s=120, procs=[proc])
         tracker = _Tracker()
         tail = asyncio.create_task(_tail(bootstrap, topics.rule_versions, tracker))
         try:
             await asyncio.sleep(0.5)  # the tail consumer is positioned at the end
-            sent_s = await _produce_steadily(
-                bootstrap, topics, records[WARMUP_EVENTS:], rate, tracker
-            )
+            sent_s = await _produce_steadily(bootstrap, planned, rate, tracker)
             with contextlib.suppress(TimeoutError):  # what is still unseen is reported
                 await asyncio.wait_for(tracker.all_seen.wait(), timeout=30)
         finally:
@@ -98,28 +104,58 @@ async def run_latency(
     }
 
 
+@dataclass(frozen=True, slots=True)
+class _Planned:
+    """One record to send, with its partition and (feedback only) what the tracker needs."""
+
+    topic: str
+    partition: int
+    key: bytes | None
+    value: bytes | None
+    rule_id: str | None
+    ts: float
+
+
+def _plan(
+    records: Sequence[harness.InputRecord], topics: Topics, partitions: int
+) -> list[_Planned]:
+    """Partition and decode before the clock starts: the paced loop only sends."""
+    place = Partitioner(topics, partitions)
+    planned = []
+    for kind, key, value in records:
+        fb = decode_feedback(value) if kind == FEEDBACK else None
+        planned.append(
+            _Planned(
+                *place(kind, key),
+                key,
+                value,
+                fb.rule_id if fb is not None else None,
+                ts_s(fb.ts) if fb is not None else 0.0,
+            )
+        )
+    return planned
+
+
 async def _produce_steadily(
-    bootstrap: str,
-    topics: Topics,
-    records: Sequence[harness.InputRecord],
-    rate: float,
-    tracker: _Tracker,
+    bootstrap: str, planned: Sequence[_Planned], rate: float, tracker: _Tracker
 ) -> float:
-    """Send ``records`` at ``rate`` per second in 10 ms ticks; returns seconds taken."""
+    """Send ``planned`` at ``rate`` per second in 10 ms ticks; returns seconds taken."""
     producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all", linger_ms=2)
     await producer.start()
     started = time.monotonic()
     try:
         sent = 0
-        futures = []
-        while sent < len(records):
-            due = min(len(records), int((time.monotonic() - started) * rate) + 1)
-            for kind, key, value in records[sent:due]:
-                topic = topics.feedback if kind == FEEDBACK else topics.observations
-                futures.append(await producer.send(topic, value, key=key))
-                if kind == FEEDBACK:
-                    fb = decode_feedback(value)
-                    tracker.sent(fb.rule_id, ts_s(fb.ts), time.monotonic())
+        futures: list[asyncio.Future[Any]] = []
+        while sent < len(planned):
+            due = min(len(planned), int((time.monotonic() - started) * rate) + 1)
+            tick = planned[sent:due]
+            futures += await send_batches(
+                producer, [(r.topic, r.partition, r.key, r.value) for r in tick]
+            )
+            now = time.monotonic()
+            for record in tick:
+                if record.rule_id is not None:
+                    tracker.sent(record.rule_id, record.ts, now)
             sent = max(sent, due)
             await asyncio.sleep(TICK_S)
         await asyncio.gather(*futures)
@@ -130,8 +166,14 @@ async def _produce_steadily(
 
 async def _tail(bootstrap: str, topic: str, tracker: _Tracker) -> None:
     decoder = msgspec.json.Decoder(RuleVersion)
+    # A read_committed fetch that finds nothing new is parked by the broker for up to
+    # fetch_max_wait_ms, and a commit marker does not always wake it: with the default
+    # 500 ms the reader, not the trainer, would set the figure.
     consumer = AIOKafkaConsumer(
-        bootstrap_servers=bootstrap, isolation_level="read_committed", enable_auto_commit=False
+        bootstrap_servers=bootstrap,
+        isolation_level="read_committed",
+        enable_auto_commit=False,
+        fetch_max_wait_ms=20,
     )
     await consumer.start()
     try:

@@ -56,7 +56,8 @@ def trainer_command(profile_to: Path | None, *, until_end: bool = True) -> list[
         command.append("--until-end")
     if profile_to is None:
         return command
-    py_spy = shutil.which("py-spy")
+    # The venv's own py-spy when the venv is not on PATH (python run as .venv/bin/python).
+    py_spy = shutil.which("py-spy") or shutil.which("py-spy", path=str(Path(sys.executable).parent))
     if py_spy is None:
         raise RuntimeError("--profile needs py-spy (pip install py-spy)")
     # Raw collapsed stacks, 200 Hz, idle frames excluded: summarised by benchmarks.profile.

@@ -10,19 +10,27 @@ which the worker pool runs off the loop.
 
 from __future__ import annotations
 
+import operator
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Literal, Protocol, TypeVar
+from operator import attrgetter
+from typing import Generic, Literal, Protocol, TypeVar
 
-from stream_trainer.columns import FeedbackColumns, ObservationColumns
-from stream_trainer.errors import DecodeError
-from stream_trainer.events import (
-    Feedback,
-    Observation,
-    decode_feedback,
-    decode_observation,
+from stream_trainer.columns import (
+    FeedbackColumns,
+    ObservationColumns,
     feedback_to_columns,
     observations_to_columns,
+)
+from stream_trainer.errors import DecodeError
+from stream_trainer.events import (
+    MAX_NAME_LENGTH,
+    Feedback,
+    Observation,
+    decode_all_feedback,
+    decode_all_observations,
+    decode_feedback,
+    decode_observation,
 )
 
 Kind = Literal["observation", "feedback"]
@@ -90,6 +98,20 @@ class InvalidRecord:
 
 
 @dataclass(frozen=True, slots=True)
+class Forget:
+    """A tombstone on an input topic: drop the model of `key` (rule or variable).
+
+    It applies at `position` among the batch's valid events of its kind: events before it
+    are learned by the old model, events after it start a new one.
+    """
+
+    kind: Kind
+    position: int
+    key: str
+    record: KafkaRecord
+
+
+@dataclass(frozen=True, slots=True)
 class TrainingBatch:
     """The decoded events of one task's batch as numpy columns, plus what was refused."""
 
@@ -104,6 +126,16 @@ class TrainingBatch:
     next_offsets: dict[tuple[str, int], int]
     input_records: int
     opened_at: float
+    forgets: list[Forget] = field(default_factory=list)
+
+    def oldest_event_us(self) -> float | None:
+        """The oldest event time of the batch's valid events (µs), None when it has none."""
+        candidates = []
+        if len(self.observations):
+            candidates.append(float(self.observations.ts_us.min()))
+        if len(self.feedback):
+            candidates.append(float(self.feedback.ts_s.min()) * 1e6)
+        return min(candidates) if candidates else None
 
 
 class MicroBatcher:
@@ -137,12 +169,6 @@ class MicroBatcher:
         tasks = [t for t, b in self._open.items() if now - b.opened_at >= self._linger_s]
         return [self._open.pop(task) for task in tasks]
 
-    def flush(self) -> list[PendingBatch]:
-        """Close every open batch (drain on shutdown)."""
-        batches = list(self._open.values())
-        self._open.clear()
-        return batches
-
     def discard(self, task: int) -> int:
         """Drop a task's open batch (revoked or reset); returns how many records it held."""
         batch = self._open.pop(task, None)
@@ -160,14 +186,20 @@ class MicroBatcher:
         return sum(len(b) for b in self._open.values())
 
 
-def decode_batch(pending: PendingBatch, max_event_bytes: int) -> TrainingBatch:
-    """Decode a batch's records into columns; invalid records are kept with their reason."""
+def decode_batch(
+    pending: PendingBatch, max_event_bytes: int, *, check_keys: bool = True
+) -> TrainingBatch:
+    """Decode a batch's records into columns; invalid records are kept with their reason.
+
+    ``check_keys=False`` is for records that have no Kafka key (files).
+    """
     invalid: list[InvalidRecord] = []
+    forgets: list[Forget] = []
     observations, observation_records = _decode_records(
-        pending.observations, decode_observation, _variable, max_event_bytes, invalid
+        pending.observations, _OBSERVATIONS, max_event_bytes, invalid, forgets, check_keys
     )
     feedback, feedback_records = _decode_records(
-        pending.feedback, decode_feedback, _rule_id, max_event_bytes, invalid
+        pending.feedback, _FEEDBACK, max_event_bytes, invalid, forgets, check_keys
     )
     return TrainingBatch(
         task=pending.task,
@@ -181,27 +213,66 @@ def decode_batch(pending: PendingBatch, max_event_bytes: int) -> TrainingBatch:
         next_offsets=pending.next_offsets(),
         input_records=len(pending),
         opened_at=pending.opened_at,
+        forgets=forgets,
     )
+
+
+@dataclass(frozen=True, slots=True)
+class _Input(Generic[E]):
+    kind: Kind
+    decode: Callable[..., E]
+    decode_all: Callable[..., list[E] | None]
+    name_of: Callable[[E], str]
+
+
+_OBSERVATIONS = _Input(
+    "observation", decode_observation, decode_all_observations, attrgetter("variable")
+)
+_FEEDBACK = _Input("feedback", decode_feedback, decode_all_feedback, attrgetter("rule_id"))
+_VALUE = attrgetter("value")
+_KEY = attrgetter("key")
+
+
+def _decode_valid_batch(
+    records: list[KafkaRecord], kind: _Input[E], max_event_bytes: int, check_keys: bool
+) -> list[E] | None:
+    """The events of records that are all valid (the common case), in one pass; else None."""
+    events = kind.decode_all(list(map(_VALUE, records)), max_bytes=max_event_bytes)
+    if events is None:
+        return None
+    if check_keys:
+        names = map(str.encode, map(kind.name_of, events))
+        if not all(map(operator.eq, map(_KEY, records), names)):
+            return None
+    return events
 
 
 def _decode_records(
     records: list[KafkaRecord],
-    decode: Callable[..., E],
-    name_of: Callable[[E], str],
+    kind: _Input[E],
     max_event_bytes: int,
     invalid: list[InvalidRecord],
+    forgets: list[Forget],
+    check_keys: bool,
 ) -> tuple[list[E], list[KafkaRecord]]:
     """Valid events with their records; the rest appended to `invalid` with a reason."""
+    valid = _decode_valid_batch(records, kind, max_event_bytes, check_keys)
+    if valid is not None:
+        return valid, records
     events: list[E] = []
     kept: list[KafkaRecord] = []
+    decode, name_of = kind.decode, kind.name_of
     for record in records:
+        if record.value is None and record.key is not None and check_keys:
+            _forget(record, kind.kind, len(events), invalid, forgets)
+            continue
         try:
             event = decode(record.value, max_bytes=max_event_bytes)
         except DecodeError as exc:
             invalid.append(InvalidRecord(record, exc.reason, exc.detail))
             continue
         name = name_of(event)
-        if not _key_matches(record.key, name):
+        if check_keys and not _key_matches(record.key, name):
             invalid.append(InvalidRecord(record, "key_mismatch", _mismatch(record, name)))
             continue
         events.append(event)
@@ -209,12 +280,24 @@ def _decode_records(
     return events, kept
 
 
-def _variable(event: Observation) -> str:
-    return event.variable
-
-
-def _rule_id(event: Feedback) -> str:
-    return event.rule_id
+def _forget(
+    record: KafkaRecord,
+    kind: Kind,
+    position: int,
+    invalid: list[InvalidRecord],
+    forgets: list[Forget],
+) -> None:
+    """A keyed tombstone is a forget request, if its key is a valid name."""
+    assert record.key is not None
+    try:
+        key = record.key.decode("utf-8")
+    except UnicodeDecodeError:
+        invalid.append(InvalidRecord(record, "malformed", "tombstone key is not UTF-8"))
+        return
+    if not 0 < len(key) <= MAX_NAME_LENGTH:
+        invalid.append(InvalidRecord(record, "name_too_long", "tombstone key is not a name"))
+        return
+    forgets.append(Forget(kind, position, key, record))
 
 
 def _key_matches(key: bytes | None, name: str) -> bool:

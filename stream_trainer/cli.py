@@ -1,4 +1,4 @@
-"""Command line: run, demo, replay, dead-letters, schemas.
+"""Command line: run, demo, replay, dead-letters, show, forget, train, backfill, schemas.
 
 Every command reads the same settings (``--config FILE`` < ``STREAM_TRAINER_*`` env <
 flags). Errors of the project are printed as one line and exit 2; nothing prints a
@@ -40,6 +40,10 @@ def build_parser() -> argparse.ArgumentParser:
     _add_run(sub)
     _add_replay(sub)
     _add_dead_letters(sub)
+    _add_train(sub)
+    _add_backfill(sub)
+    _add_show(sub)
+    _add_forget(sub)
     _add_demo(sub)
     _add_schemas(sub)
     return parser
@@ -82,6 +86,121 @@ def _add_dead_letters(sub: Subcommands) -> None:
     p.add_argument("--limit", type=int, default=50, help="at most N (default 50)")
     p.add_argument("--replay", action="store_true", help="re-publish them to their source topic")
     p.add_argument("--yes", action="store_true", help="do not ask for confirmation")
+
+
+SHOW_EXAMPLES = """examples:
+  stream-trainer show rule rule.momentum.spx            the latest version, as a table
+  stream-trainer show model spx_close --format json     the wire JSON, one line
+  stream-trainer show rule rule.momentum.spx --history  every retained version, oldest first
+
+Reads only the key's partition of the version topic (read_committed), so it is fast on
+big topics. Exit status: 0 found, 1 unknown or forgotten key, 2 error."""
+
+
+def _add_show(sub: Subcommands) -> None:
+    p = sub.add_parser(
+        "show",
+        help="print the latest published version of one rule or model",
+        description="Print what the trainer last published for one rule or one variable.",
+        epilog=SHOW_EXAMPLES,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    _common(p)
+    p.add_argument("kind", choices=["rule", "model"], help="rule (by rule_id) or model")
+    p.add_argument("key", metavar="ID", help="the rule_id, or the model's variable")
+    p.add_argument(
+        "--history", action="store_true", help="every retained version of the key, oldest first"
+    )
+    p.add_argument(
+        "--format",
+        choices=["table", "json"],
+        default="table",
+        help="table (default, readable) or json (the wire JSON, one line per version)",
+    )
+    p.add_argument(
+        "--topic", help="version topic to read (default: topic_rule_versions / _model_versions)"
+    )
+
+
+FORGET_EXAMPLES = """examples:
+  stream-trainer forget rule rule.momentum.spx            asks first (needs a terminal)
+  stream-trainer forget model spx_close --yes             no question (scripts)
+  stream-trainer forget rule rule.momentum.spx --dry-run  where it would write; sends nothing
+  stream-trainer forget rule -- -odd-id                   an id that starts with "-"
+
+Writes one tombstone (key = the id, null value) to the key's partition of the input topic
+(feedback for a rule, observations for a model) and waits for the broker's ack. The trainer
+task owning that partition applies it in order: it deletes the key's state and writes
+tombstones to the changelog and the version topic in one transaction; later events for the
+key start a new life at version 1. Exit status: 0 written, 1 not confirmed, 2 error."""
+
+
+def _add_forget(sub: Subcommands) -> None:
+    p = sub.add_parser(
+        "forget",
+        help="drop one rule or model everywhere (state, changelog, versions)",
+        description="Ask the trainer to forget one rule or one variable's model.",
+        epilog=FORGET_EXAMPLES,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    _common(p)
+    p.add_argument("kind", choices=["rule", "model"], help="rule (by rule_id) or model")
+    p.add_argument("key", metavar="ID", help="the rule_id, or the model's variable")
+    p.add_argument("--yes", action="store_true", help="do not ask for confirmation")
+    p.add_argument(
+        "--dry-run", action="store_true", help="print the topic and partition; write nothing"
+    )
+
+
+def _inputs(p: argparse.ArgumentParser) -> None:
+    for flag, kind in (("--observations", "Observation"), ("--feedback", "Feedback")):
+        p.add_argument(
+            flag,
+            nargs="+",
+            action="extend",
+            metavar="PATH",
+            help=f"{kind} files, directories or globs, read in the order given (.jsonl/"
+            ".ndjson, .csv with a header, .parquet; .gz/.zst compressed)",
+        )
+
+
+def _add_train(sub: Subcommands) -> None:
+    p = sub.add_parser(
+        "train", help="learn from files (no Kafka) and write the final versions to a directory"
+    )
+    p.add_argument("--config", type=Path, help="TOML or YAML settings file (env wins over it)")
+    p.add_argument("--log-level", choices=["DEBUG", "INFO", "WARNING", "ERROR"])
+    _inputs(p)
+    p.add_argument("--output-dir", type=Path, required=True, metavar="DIR", help="output dir")
+    p.add_argument(
+        "--format",
+        choices=["jsonl", "parquet"],
+        default="jsonl",
+        help="parquet: also write the version files as Parquet (JSON Lines always)",
+    )
+    p.add_argument("--published-at", help="RFC 3339 published_at of the versions (default now)")
+
+
+def _add_backfill(sub: Subcommands) -> None:
+    p = sub.add_parser("backfill", help="publish files into the input topics (keyed, validated)")
+    _common(p)
+    _inputs(p)
+    p.add_argument("--rate", type=float, help="at most this many events/s (default unlimited)")
+    p.add_argument("--dry-run", action="store_true", help="validate and count; send nothing")
+    p.add_argument(
+        "--send-invalid",
+        action="store_true",
+        help="send invalid lines too (the trainer dead-letters them); default: report only",
+    )
+    p.add_argument("--limit", type=int, help="stop after the first N events of the inputs")
+    p.add_argument(
+        "--resume-after",
+        metavar="FILE:LINE",
+        help="send only what follows FILE:LINE (as an interrupted backfill prints)",
+    )
+    p.add_argument(
+        "--report-limit", type=int, default=20, help="print at most N invalid lines (default 20)"
+    )
 
 
 def _add_demo(sub: Subcommands) -> None:
@@ -135,7 +254,7 @@ def _exit_cleanly(signum: int, frame: object) -> None:
 
 def _dispatch(args: argparse.Namespace) -> int:
     if args.command == "schemas":
-        from stream_trainer.events import export_schemas
+        from stream_trainer.schemas import export_schemas
 
         for path in export_schemas(args.directory):
             print(path)
@@ -154,8 +273,24 @@ def _dispatch(args: argparse.Namespace) -> int:
         from stream_trainer.commands.dead_letters import dead_letters
 
         return asyncio.run(dead_letters(settings, args))
+    if args.command == "show":
+        from stream_trainer.commands.show import show
+
+        return asyncio.run(show(settings, args))
+    if args.command == "forget":
+        from stream_trainer.commands.forget import forget
+
+        return forget(settings, args)  # asks before it runs its own event loop
+    if args.command == "train":
+        from stream_trainer.commands.train import train
+
+        return train(settings, args)
+    if args.command == "backfill":
+        from stream_trainer.commands.backfill import backfill
+
+        return asyncio.run(backfill(settings, args))
     if args.command == "demo":
-        from stream_trainer.commands.demo import demo
+        from stream_trainer.dev.demo.command import demo
 
         return asyncio.run(demo(settings, args))
     raise AssertionError(f"unhandled command {args.command}")

@@ -1,10 +1,10 @@
 """Publishers that Pulse services use to send observations and feedback to the trainer.
 
 Each event is validated exactly as the trainer will decode it (encode, then the project's
-own decoder), so an invalid event raises `DecodeError` here instead of landing in the
-trainer's dead-letter topic. Sends are not awaited one by one: the producer batches them
-(``linger_ms``) and delivery failures surface, aiokafka style, on the next `publish` or on
-`flush` / close.
+own decoder), so an invalid event raises `DecodeError` (or `EncodeError` when it cannot be
+serialised at all) here instead of landing in the trainer's dead-letter topic. Sends are
+not awaited one by one: the producer batches them (``linger_ms``) and delivery failures
+surface, aiokafka style, on the next `publish` or on `flush` / close.
 
     async with FeedbackPublisher("kafka:9092") as publisher:
         await publisher.publish(Feedback(event_id="f-1", rule_id="rule.momentum.spx",
@@ -15,23 +15,23 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Callable, Iterable, Mapping
-from types import TracebackType
-from typing import Any, Generic, Protocol, Self, TypeVar
+from typing import Any, Generic, Protocol, TypeVar
 
 import msgspec
 from aiokafka import AIOKafkaProducer
 from aiokafka.errors import KafkaError as AioKafkaError
 
-from stream_trainer.errors import DecodeError, KafkaError
+from stream_trainer.aio import StartStop
+from stream_trainer.errors import EncodeError, KafkaError
 from stream_trainer.events import (
     DEFAULT_MAX_EVENT_BYTES,
     Feedback,
     Observation,
-    Reason,
     decode_feedback,
     decode_observation,
     encode,
 )
+from stream_trainer.kafka.clients import PRODUCER_DEFAULTS
 
 E = TypeVar("E", Observation, Feedback)
 
@@ -47,7 +47,7 @@ class Producer(Protocol):
     ) -> asyncio.Future[Any]: ...
 
 
-class _Publisher(Generic[E]):
+class _Publisher(StartStop, Generic[E]):
     """Validate, key and send events of one type to one topic; see the module docstring."""
 
     default_topic: str
@@ -68,12 +68,12 @@ class _Publisher(Generic[E]):
     ) -> None:
         self.topic = topic or self.default_topic
         self._max_bytes = max_event_bytes
+        # The service's producer settings (acks=all, idempotence, batch sizes), with ours.
         self._producer_kwargs: dict[str, Any] = {
+            **PRODUCER_DEFAULTS,
             "bootstrap_servers": bootstrap_servers,
             "client_id": client_id or "stream-trainer-client",
             "linger_ms": linger_ms,
-            "acks": "all",
-            "enable_idempotence": True,
             # e.g. stream_trainer.kafka.clients.client_options(settings) minus bootstrap, or
             # security_protocol / sasl_* / ssl_context as aiokafka names them.
             **(security or {}),
@@ -104,25 +104,14 @@ class _Publisher(Generic[E]):
             producer, self._producer = self._producer, None
             await producer.stop()
 
-    async def __aenter__(self) -> Self:
-        await self.start()
-        return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        await self.stop()
-
     @property
     def pending(self) -> int:
         """Sends not yet known to be delivered."""
         return sum(1 for fut in self._pending if not fut.done())
 
     async def publish(self, event: E) -> None:
-        """Validate and send one event; raises `DecodeError` (nothing sent) if invalid.
+        """Validate and send one event; raises `DecodeError` or `EncodeError` (nothing
+        sent) if invalid.
 
         Raises `KafkaError` for an earlier send that failed to deliver.
         """
@@ -149,8 +138,7 @@ class _Publisher(Generic[E]):
         try:
             raw = encode(event)
         except (msgspec.EncodeError, TypeError, ValueError) as exc:
-            detail = f"cannot encode {type(event).__name__}: {exc}"
-            raise DecodeError(Reason.SCHEMA, detail) from exc
+            raise EncodeError(f"cannot encode {type(event).__name__}: {exc}") from exc
         checked = self._decode(raw, max_bytes=self._max_bytes)
         return self._key_of(checked).encode("utf-8"), raw
 

@@ -49,6 +49,12 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=
     trust_retire_below: float = 0.35
     trust_probation_below: float = 0.5
     dedupe_window_s: float = 86_400.0
+    dedupe_max_bytes: int = 64 * 2**20  # per task; the oldest ids are forgotten past it
+    commit_interval_ms: int = 100  # one transaction per task per interval (Kafka Streams)
+    cache_max_events: int = 50_000  # ... or sooner, once a task learned this many events
+    broker_timeout_s: float = 300.0  # retriable broker failures are retried this long
+    state_dir: str = ""  # optional local snapshot of task state; empty: changelog only
+    snapshot_interval_s: float = 30.0  # at most one snapshot write per task per interval
     max_event_bytes: int = 65_536
     http_host: str = "0.0.0.0"
     http_port: int = 9400
@@ -68,7 +74,8 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=
         _check_positive(self, "max_batch_events", "max_batch_linger_ms", "queue_max_batches")
         _check_positive(self, "ar_order", "trust_half_life_s", "max_event_bytes")
         _check_positive(self, "rls_initial_p", "dedupe_window_s", "summary_interval_s")
-        _check_positive(self, "session_timeout_ms")
+        _check_positive(self, "session_timeout_ms", "dedupe_max_bytes", "commit_interval_ms")
+        _check_positive(self, "cache_max_events", "broker_timeout_s", "snapshot_interval_s")
         if self.worker_concurrency < 0:
             raise ConfigError(_named("worker_concurrency", "must be >= 0 (0 = number of CPUs)"))
         if not 0.0 < self.rls_forgetting <= 1.0:
@@ -102,13 +109,6 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=
             return Path(self.sasl_password_file).read_text(encoding="utf-8").strip()
         except OSError as exc:
             raise ConfigError(_named("sasl_password_file", f"cannot be read: {exc}")) from exc
-
-    def redacted(self) -> dict[str, Any]:
-        """The settings as a dict with secrets masked, safe to log."""
-        data: dict[str, Any] = msgspec.structs.asdict(self)
-        if data["sasl_password"]:
-            data["sasl_password"] = "***"
-        return data
 
 
 SETTING_NAMES: tuple[str, ...] = Settings.__struct_fields__

@@ -26,6 +26,17 @@ class DecodeError(StreamTrainerError):
         self.detail = detail
 
 
+class StateFormatError(StreamTrainerError):
+    """A changelog or snapshot record this release cannot read (corrupt, or a newer format).
+
+    Not retriable: restoring it again gives the same answer; the operator must act.
+    """
+
+
+class EncodeError(StreamTrainerError):
+    """An event that cannot be serialised (a field holds a value JSON cannot represent)."""
+
+
 class KafkaError(StreamTrainerError):
     """A Kafka operation failed; `retriable` says whether trying again may help."""
 
@@ -42,6 +53,10 @@ class TaskFencedError(KafkaError):
 
     def __init__(self, message: str) -> None:
         super().__init__(message, retriable=True)
+
+
+class BrokerUnavailableError(KafkaError):
+    """Retriable broker failures lasted past `broker_timeout_s`: fatal, the process exits."""
 
 
 class DeadLetterError(KafkaError):

@@ -14,14 +14,25 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import Coroutine
+from typing import Any, Protocol
 
 from stream_trainer.aio import cancel_and_wait
 from stream_trainer.batching import PendingBatch
 
 log = logging.getLogger(__name__)
 
-Processor = Callable[[PendingBatch], Awaitable[None]]
+
+class Processor(Protocol):
+    """What the pool drives: learning batches, and committing a task's learned work."""
+
+    async def process(self, batch: PendingBatch) -> None: ...
+
+    def commit_due_in(self, task: int) -> float | None:
+        """Seconds until the task must commit (0: now), None when nothing is pending."""
+        ...
+
+    async def commit(self, task: int) -> None: ...
 
 
 class _TaskQueue:
@@ -29,13 +40,16 @@ class _TaskQueue:
         self.queue: asyncio.Queue[PendingBatch] = asyncio.Queue(maxsize)
         self.busy = False
         self.worker: asyncio.Task[None] | None = None
+        # Held for each step of work: a worker is only ever cancelled between steps,
+        # never inside a transaction.
+        self.step = asyncio.Lock()
 
 
 class WorkerPool:
     """Runs `process(batch)` for queued batches: in order per task, in parallel across tasks."""
 
-    def __init__(self, process: Processor, queue_size: int, max_batch_events: int) -> None:
-        self._process = process
+    def __init__(self, processor: Processor, queue_size: int, max_batch_events: int) -> None:
+        self._processor = processor
         self._max_events = max_batch_events
         self._queue_size = queue_size
         self._tasks: dict[int, _TaskQueue] = {}
@@ -74,10 +88,12 @@ class WorkerPool:
         return dropped
 
     async def drain(self, task: int) -> None:
-        """Wait until every queued batch of the task has been processed."""
+        """Wait until every queued batch of the task has been processed and committed."""
         entry = self._tasks.get(task)
         if entry is not None:
             await entry.queue.join()
+            async with entry.step:
+                await self._run(task, self._processor.commit(task))
 
     async def remove_task(self, task: int, *, finish_queued: bool) -> None:
         """Stop a task's worker after its in-flight (and optionally queued) batches."""
@@ -89,7 +105,10 @@ class WorkerPool:
         if entry.worker is not None and not entry.worker.done():
             await entry.queue.join()
         del self._tasks[task]
-        await cancel_and_wait(entry.worker)
+        async with entry.step:
+            await cancel_and_wait(entry.worker)
+            if finish_queued:
+                await self._run(task, self._processor.commit(task))
 
     def idle(self, task: int) -> bool:
         entry = self._tasks.get(task)
@@ -112,25 +131,57 @@ class WorkerPool:
         entries = list(self._tasks.values())
         self._tasks.clear()
         for entry in entries:
-            await cancel_and_wait(entry.worker)
+            async with entry.step:
+                await cancel_and_wait(entry.worker)
+
+    async def abort(self) -> None:
+        """Cancel every worker now, even mid-step (leaving without the broker)."""
+        entries = list(self._tasks.values())
+        self._tasks.clear()
+        await cancel_and_wait(*(entry.worker for entry in entries))
 
     async def _work(self, task: int, entry: _TaskQueue) -> None:
         while True:
-            batch = await entry.queue.get()
-            taken = 1 + self._coalesce(batch, entry.queue)
-            entry.busy = True
-            try:
-                if self._error is None:
-                    await self._process(batch)
-            except asyncio.CancelledError:
-                raise
-            except BaseException as exc:  # kept and re-raised by check(): never lost
-                log.exception("task %d: batch processing failed", task)
-                self._error = self._error or exc
-            finally:
-                entry.busy = False
-                for _ in range(taken):
-                    entry.queue.task_done()
+            batch = await self._next(task, entry.queue)
+            async with entry.step:
+                if batch is None:
+                    await self._run(task, self._processor.commit(task))
+                    continue
+                taken = 1 + self._coalesce(batch, entry.queue)
+                entry.busy = True
+                try:
+                    await self._run(task, self._processor.process(batch))
+                finally:
+                    entry.busy = False
+                    for _ in range(taken):
+                        entry.queue.task_done()
+
+    async def _next(self, task: int, queue: asyncio.Queue[PendingBatch]) -> PendingBatch | None:
+        """The next batch, or None when the task's commit falls due before one arrives."""
+        # After a failure nothing more is committed: wait for batches (to mark them done)
+        # rather than for a commit that would never happen, which would spin.
+        due = None if self._error is not None else self._processor.commit_due_in(task)
+        if due is None:
+            return await queue.get()
+        if not queue.empty():
+            return queue.get_nowait()
+        try:
+            return await asyncio.wait_for(queue.get(), timeout=due) if due > 0 else None
+        except TimeoutError:
+            return None
+
+    async def _run(self, task: int, step: Coroutine[Any, Any, None]) -> None:
+        """Run one step of a task's work; an error is kept for `check()`, never lost."""
+        if self._error is not None:
+            step.close()
+            return
+        try:
+            await step
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:
+            log.exception("task %d: processing failed", task)
+            self._error = self._error or exc
 
     def _coalesce(self, batch: PendingBatch, queue: asyncio.Queue[PendingBatch]) -> int:
         """Fold queued batches of the task into `batch`, up to the batch size limit.

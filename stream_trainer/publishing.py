@@ -11,82 +11,76 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
-from typing import Any, Protocol
+from datetime import datetime
+from typing import TYPE_CHECKING, Any, Protocol
 
 from aiokafka import AIOKafkaProducer, TopicPartition
+from aiokafka import errors as aio
 from aiokafka.errors import KafkaError as AioKafkaError
-from aiokafka.errors import ProducerFenced
 
 from stream_trainer import __version__
 from stream_trainer.batching import InvalidRecord
 from stream_trainer.config import Settings
-from stream_trainer.errors import DeadLetterError, KafkaError, TaskFencedError
+from stream_trainer.errors import DeadLetterError, KafkaError
 from stream_trainer.events import TrainingMetrics, encode
+from stream_trainer.kafka.errors import is_retriable, wrap
 from stream_trainer.kafka.sender import Headers, OutputRecord, send_records
-from stream_trainer.state import AppliedBatch
+from stream_trainer.state import Publication
+
+if TYPE_CHECKING:
+    from stream_trainer.checkpoint import PendingCommit
 
 
 @dataclass(frozen=True, slots=True)
 class BatchOutputs:
-    """Everything one batch writes, and the input offsets it consumed."""
+    """Everything one commit writes, and the input offsets it consumed."""
 
     records: list[OutputRecord]
-    dead_letter_count: int
     offsets: dict[TopicPartition, int]
     metrics: TrainingMetrics
+    invalid: list[InvalidRecord]
+    publication: Publication
 
 
 def build_outputs(
-    applied: AppliedBatch, settings: Settings, instance_id: str, duration_s: float
+    task: int,
+    pending: PendingCommit,
+    publication: Publication,
+    settings: Settings,
+    instance_id: str,
+    published_at: datetime,
 ) -> BatchOutputs:
-    """Turn an applied batch into output records; `duration_s` is its decode+learn time."""
-    batch = applied.batch
-    records = [
-        OutputRecord(settings.topic_rule_versions, v.rule_id.encode(), encode(v))
-        for v in applied.rule_versions
-    ]
+    """Output records of one commit: versions, dead letters, changelog, one metrics record."""
+    records = [OutputRecord(topic, key, value) for topic, key, value in publication.versions]
+    records.extend(_dead_letter(settings.topic_dead_letter, inv) for inv in pending.invalid)
     records.extend(
-        OutputRecord(settings.topic_model_versions, v.model_id.encode(), encode(v))
-        for v in applied.model_versions
+        OutputRecord(settings.changelog_topic, key, value, partition=task)
+        for key, value in publication.changelog
     )
-    records.extend(_dead_letter(settings.topic_dead_letter, inv) for inv in applied.invalid)
-    records.extend(
-        OutputRecord(settings.changelog_topic, key, value, partition=batch.task)
-        for key, value in applied.changelog
-    )
-    metrics = training_metrics(applied, duration_s)
+    metrics = training_metrics(pending, publication, published_at)
     records.append(
         OutputRecord(settings.topic_training_metrics, instance_id.encode(), encode(metrics))
     )
-    offsets = {TopicPartition(t, p): o for (t, p), o in batch.next_offsets.items()}
-    return BatchOutputs(records, len(applied.invalid), offsets, metrics)
+    return BatchOutputs(records, dict(pending.offsets), metrics, pending.invalid, publication)
 
 
-def training_metrics(applied: AppliedBatch, duration_s: float) -> TrainingMetrics:
-    batch = applied.batch
-    oldest = _oldest_event_ts_us(applied)
-    published_us = applied.published_at.timestamp() * 1e6
+def training_metrics(
+    pending: PendingCommit, publication: Publication, published_at: datetime
+) -> TrainingMetrics:
+    """One record per commit, covering every batch it holds (DESIGN section 2)."""
+    oldest = pending.oldest_event_us
+    published_us = published_at.timestamp() * 1e6
     return TrainingMetrics(
-        batch_id=batch.batch_id,
-        observations=applied.observations_applied,
-        feedback=applied.feedback_applied,
-        invalid=len(applied.invalid),
-        models_updated=len(applied.model_versions),
-        rules_updated=len(applied.rule_versions),
-        duration_ms=duration_s * 1000.0,
+        batch_id=pending.batch_id,
+        observations=pending.applied.get("model", 0),
+        feedback=pending.applied.get("rule", 0),
+        invalid=len(pending.invalid),
+        models_updated=publication.updated.get("model", 0),
+        rules_updated=publication.updated.get("rule", 0),
+        duration_ms=pending.learn_seconds * 1000.0,
         max_event_age_ms=(published_us - oldest) / 1000.0 if oldest is not None else 0.0,
-        published_at=applied.published_at,
+        published_at=published_at,
     )
-
-
-def _oldest_event_ts_us(applied: AppliedBatch) -> float | None:
-    batch = applied.batch
-    candidates = []
-    if len(batch.observations):
-        candidates.append(float(batch.observations.ts_us.min()))
-    if len(batch.feedback):
-        candidates.append(float(batch.feedback.ts_s.min()) * 1e6)
-    return min(candidates) if candidates else None
 
 
 def _dead_letter(topic: str, invalid: InvalidRecord) -> OutputRecord:
@@ -102,34 +96,48 @@ def _dead_letter(topic: str, invalid: InvalidRecord) -> OutputRecord:
     return OutputRecord(topic, record.key, record.value, headers=headers)
 
 
-class Committer(Protocol):
-    """Publishes a batch's outputs and commits its input offsets, atomically or in order."""
+# The first offset written per (topic, partition) by one commit.
+FirstOffsets = dict[tuple[str, int], int]
 
-    async def commit(self, outputs: BatchOutputs) -> None: ...
+
+class Committer(Protocol):
+    """Publishes a commit's outputs and its input offsets, atomically or in order."""
+
+    async def commit(self, outputs: BatchOutputs) -> FirstOffsets: ...
 
 
 async def _deliver(
     producer: AIOKafkaProducer, records: Sequence[OutputRecord], dead_letter_topic: str
-) -> None:
+) -> FirstOffsets:
     """Send and wait for every record; raise if any was refused (dead letters: fatally)."""
     sent = await send_records(producer, records)
     if sent:
         await asyncio.wait([fut for _, fut in sent])
     _raise_for_failed_sends(sent, dead_letter_topic)
+    first: FirstOffsets = {}
+    for _, fut in sent:
+        meta = fut.result()
+        where = (meta.topic, meta.partition)
+        first[where] = min(meta.offset, first.get(where, meta.offset))
+    return first
 
 
 def _raise_for_failed_sends(
     sent: Sequence[tuple[str, asyncio.Future[Any]]], dead_letter_topic: str
 ) -> None:
-    for topic, fut in sent:
-        if fut.done() and not fut.cancelled() and fut.exception() is not None:
-            exc = fut.exception()
-            if topic == dead_letter_topic:
+    # Every failure is read (so none is logged as "never retrieved"); the first is raised.
+    failed = [
+        (topic, exc)
+        for topic, fut in sent
+        if fut.done() and not fut.cancelled() and (exc := fut.exception()) is not None
+    ]
+    for topic, exc in failed[:1]:
+        if exc is not None:
+            if topic == dead_letter_topic and not is_retriable(exc):
                 raise DeadLetterError(
                     f"cannot write to dead-letter topic {topic}: {exc!r}"
                 ) from exc
-            retriable = bool(getattr(exc, "retriable", False))
-            raise KafkaError(f"cannot write to {topic}: {exc!r}", retriable=retriable) from exc
+            raise wrap(f"cannot write to {topic}", exc) from exc
 
 
 class TransactionalCommitter:
@@ -140,39 +148,34 @@ class TransactionalCommitter:
         self._group_id = group_id
         self._dead_letter_topic = dead_letter_topic
 
-    async def commit(self, outputs: BatchOutputs) -> None:
+    async def commit(self, outputs: BatchOutputs) -> FirstOffsets:
         producer = self._producer
         try:
             await producer.begin_transaction()
-        except ProducerFenced as exc:
-            raise TaskFencedError(f"producer fenced: {exc!r}") from exc
         except AioKafkaError as exc:
-            raise KafkaError(f"cannot begin transaction: {exc!r}", retriable=True) from exc
+            raise wrap("cannot begin transaction", exc) from exc
         try:
             # Every record must be delivered before the offsets join the transaction:
             # aiokafka would commit a transaction even when one of its sends failed.
-            await _deliver(producer, outputs.records, self._dead_letter_topic)
+            first = await _deliver(producer, outputs.records, self._dead_letter_topic)
             await producer.send_offsets_to_transaction(outputs.offsets, self._group_id)
             await producer.commit_transaction()
-        except ProducerFenced as exc:
-            raise TaskFencedError(f"producer fenced: {exc!r}") from exc
+        except aio.ProducerFenced as exc:
+            raise wrap("transaction", exc) from exc
         except KafkaError:
             await self._abort()
             raise
         except (TimeoutError, AioKafkaError) as exc:
             await self._abort()
-            raise KafkaError(
-                f"transaction failed and was aborted: {exc!r}", retriable=True
-            ) from exc
+            raise wrap("transaction failed and was aborted", exc) from exc
+        return first
 
     async def _abort(self) -> None:
         try:
             await self._producer.abort_transaction()
-        except ProducerFenced as exc:
-            raise TaskFencedError(f"producer fenced while aborting: {exc!r}") from exc
         except AioKafkaError as exc:
             # The transaction coordinator aborts it on timeout anyway; the task is reset.
-            raise KafkaError(f"abort failed: {exc!r}", retriable=True) from exc
+            raise wrap("abort failed", exc) from exc
 
 
 class AtLeastOnceCommitter:
@@ -188,9 +191,10 @@ class AtLeastOnceCommitter:
         self._commit_offsets = commit_offsets
         self._dead_letter_topic = dead_letter_topic
 
-    async def commit(self, outputs: BatchOutputs) -> None:
+    async def commit(self, outputs: BatchOutputs) -> FirstOffsets:
         try:
-            await _deliver(self._producer, outputs.records, self._dead_letter_topic)
+            first = await _deliver(self._producer, outputs.records, self._dead_letter_topic)
         except AioKafkaError as exc:
-            raise KafkaError(f"publishing failed: {exc!r}", retriable=True) from exc
+            raise wrap("publishing failed", exc) from exc
         await self._commit_offsets(outputs.offsets)
+        return first

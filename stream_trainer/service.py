@@ -9,47 +9,53 @@ is full, the task's partitions are paused until there is room (backpressure).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import os
 import socket
 import time
-from collections import defaultdict, deque
-from collections.abc import Iterable
+from collections.abc import Callable
+from dataclasses import dataclass
 from datetime import datetime
 
-from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener, TopicPartition
-from aiokafka.coordinator.assignors.range import RangePartitionAssignor
-from aiokafka.errors import CommitFailedError
+from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.errors import KafkaError as AioKafkaError
 
-from stream_trainer.aio import cancel_and_wait
-from stream_trainer.batching import KafkaRecord, Kind, MicroBatcher, PendingBatch
+from stream_trainer.aio import StartStop, cancel_and_wait, finish
+from stream_trainer.backpressure import Backpressure
+from stream_trainer.batching import KafkaRecord, Kind, MicroBatcher
 from stream_trainer.config import Settings
-from stream_trainer.errors import KafkaError, TaskFencedError
+from stream_trainer.errors import KafkaError
+from stream_trainer.kafka import group
 from stream_trainer.kafka.admin import Topology, prepare_topics
-from stream_trainer.kafka.clients import client_options
+from stream_trainer.kafka.errors import wrap
+from stream_trainer.kafka.watch import BrokerWatch
+from stream_trainer.learners import warm_up
 from stream_trainer.ops.http import OpsServer
 from stream_trainer.ops.metrics import TrainerMetrics
+from stream_trainer.ops.queries import Queries, VersionSource
+from stream_trainer.ops.readiness import Readiness
 from stream_trainer.ops.summary import Summary
-from stream_trainer.pool import WorkerPool
+from stream_trainer.pool import Processor, WorkerPool
 from stream_trainer.progress import Progress
+from stream_trainer.retry import RetryBudget
 from stream_trainer.tasks import TaskManager
+from stream_trainer.until_end import EndOfInput
 
 log = logging.getLogger(__name__)
 
-
-class _Rebalance(ConsumerRebalanceListener):  # type: ignore[misc]
-    def __init__(self, trainer: Trainer) -> None:
-        self._trainer = trainer
-
-    async def on_partitions_revoked(self, revoked: Iterable[TopicPartition]) -> None:
-        await self._trainer._on_revoked({tp.partition for tp in revoked})
-
-    async def on_partitions_assigned(self, assigned: Iterable[TopicPartition]) -> None:
-        await self._trainer._on_assigned({tp.partition for tp in assigned})
+LEAVE_GROUP_TIMEOUT_S = 3.0
 
 
-class Trainer:
+@dataclass(frozen=True, slots=True)
+class Collaborators:
+    """The parts a Trainer builds that a test (or an embedding) may replace."""
+
+    consumer: Callable[[Settings, str], AIOKafkaConsumer] = group.group_consumer
+    processor: Callable[[TaskManager], Processor] = lambda tasks: tasks
+
+
+class Trainer(StartStop):
     """The streaming trainer. Use ``async with Trainer(settings):`` or start()/stop()."""
 
     def __init__(
@@ -60,7 +66,9 @@ class Trainer:
         until_end: bool = False,
         serve_http: bool = True,
         start_from: datetime | None = None,
+        parts: Collaborators | None = None,
     ) -> None:
+        self._parts = parts or Collaborators()
         self.settings = settings
         self.metrics = metrics or TrainerMetrics()
         self.instance_id = f"{settings.application_id}-{socket.gethostname()}-{os.getpid()}"
@@ -69,35 +77,37 @@ class Trainer:
         self._start_from = start_from
         self._consumer: AIOKafkaConsumer | None = None
         self._batcher = MicroBatcher(settings.max_batch_events, settings.max_batch_linger_ms)
-        self._tasks = TaskManager(
-            settings,
-            self.metrics,
-            self.instance_id,
-            commit_offsets=self._commit_offsets,
-            seek_committed=self._seek_committed,
-            still_assigned=lambda task: bool(self._owned(task)),
-        )
+        self._tasks = TaskManager(settings, self.metrics, self.instance_id, _ConsumerHandle(self))
         self._pool = WorkerPool(
-            self._tasks.process, settings.queue_max_batches, settings.max_batch_events
+            self._parts.processor(self._tasks),
+            settings.queue_max_batches,
+            settings.max_batch_events,
         )
-        self._blocked: dict[int, deque[PendingBatch]] = defaultdict(deque)
-        self._paused: set[int] = set()
-        self._assigned = False
+        self.progress = Progress()
+        self._backpressure = Backpressure(
+            self._pool, self._require_consumer, self._owned, self.progress
+        )
+        self._broker_budget = RetryBudget(settings.broker_timeout_s, "broker", metrics=self.metrics)
+        self._watch_task: asyncio.Task[None] | None = None
+        self._consumer_budget = RetryBudget(
+            settings.broker_timeout_s, "consumer", metrics=self.metrics
+        )
+        self._readiness = Readiness(self._tasks, self._consumer_budget, self._broker_budget)
+        self._rebalance = group.RebalanceRelay(self._on_revoked, self._on_assigned)
         self._stopping = asyncio.Event()
         self._loop_task: asyncio.Task[None] | None = None
         self._summary_task: asyncio.Task[None] | None = None
         self._http: OpsServer | None = None
         self._topology: Topology | None = None
-        self.progress = Progress()
+        self._end = EndOfInput(
+            self.progress,
+            self._tasks,
+            self._require_consumer,
+            self._settled,
+            lambda: self._batcher.open_records,
+        )
 
     # -- lifecycle ------------------------------------------------------------------------
-
-    async def __aenter__(self) -> Trainer:
-        await self.start()
-        return self
-
-    async def __aexit__(self, *exc_info: object) -> None:
-        await self.stop()
 
     async def start(self) -> None:
         self.metrics.info.info({"version": _version(), "instance": self.instance_id})
@@ -110,22 +120,39 @@ class Trainer:
                 host=self.settings.http_host,
                 port=self.settings.http_port,
                 ready=lambda: self.ready,
-                ready_reason=self._not_ready_reason,
+                ready_reason=self._readiness.reason,
+                queries=Queries(self._version_source()),
             )
             await self._http.start()
-        self._topology = await prepare_topics(self.settings)
+        try:
+            await self._start_clients()
+        except BaseException:
+            await self.stop()
+            raise
+        log.info("trainer started", extra={"instance": self.instance_id})
+
+    async def _start_clients(self) -> None:
+        # Compile the learner kernels (or load numba's cache) before the first batch.
+        await asyncio.to_thread(warm_up)
+        self._readiness.warm = True
+        self._topology = await self._first_contact()
         await self._tasks.start()
-        self._consumer = self._new_consumer()
+        self._consumer = self._parts.consumer(self.settings, self.instance_id)
         try:
             await self._consumer.start()
         except AioKafkaError as exc:
-            raise KafkaError(f"cannot start consumer: {exc!r}", retriable=True) from exc
+            raise wrap("cannot start consumer", exc) from exc
         self._consumer.subscribe(
             [self.settings.topic_observations, self.settings.topic_feedback],
-            listener=_Rebalance(self),
+            listener=self._rebalance,
         )
         if self._until_end:
-            self.progress.end_offsets = await self._input_end_offsets()
+            assert self._topology is not None
+            self.progress.end_offsets = await group.end_offsets(
+                self._consumer, self.settings, self._topology.partitions
+            )
+        watch = BrokerWatch(self._consumer._client, self._broker_budget)
+        self._watch_task = asyncio.create_task(watch.run(), name="broker-watch")
         self._loop_task = asyncio.create_task(self._consume_loop(), name="consume-loop")
         summary = Summary(
             self.metrics,
@@ -135,57 +162,97 @@ class Trainer:
             self.settings.summary_interval_s,
         )
         self._summary_task = asyncio.create_task(summary.run(), name="summary")
-        log.info("trainer started", extra={"instance": self.instance_id})
+
+    async def _first_contact(self) -> Topology:
+        """Check and create the topics; a broker not up yet is waited for (the budget)."""
+        while True:
+            try:
+                topology = await prepare_topics(self.settings)
+            except KafkaError as exc:
+                await asyncio.sleep(self._broker_budget.failed(exc))
+                continue
+            self._broker_budget.succeeded()
+            return topology
 
     async def wait(self) -> None:
         """Until stop() is requested, the loop ends (until_end), or a component fails."""
-        assert self._loop_task is not None
+        assert self._loop_task is not None and self._summary_task is not None
+        assert self._watch_task is not None
+        watched = (self._loop_task, self._summary_task, self._watch_task)
         stop_requested = asyncio.create_task(self._stopping.wait())
         try:
-            await asyncio.wait(
-                [self._loop_task, stop_requested], return_when=asyncio.FIRST_COMPLETED
-            )
+            await asyncio.wait([*watched, stop_requested], return_when=asyncio.FIRST_COMPLETED)
         finally:
-            stop_requested.cancel()
-        if self._loop_task.done():
-            self._loop_task.result()  # surfaces the loop's error, if any
+            await cancel_and_wait(stop_requested)
+        for task in watched:
+            if task.done():
+                task.result()  # surfaces the task's error, if any
         self._pool.check()
 
     def request_stop(self) -> None:
         self._stopping.set()
 
     async def stop(self) -> None:
-        """Drain: finish queued batches, commit, leave the group, close everything."""
+        """Drain: finish queued batches, commit, leave the group, close everything.
+
+        With the broker unreachable a drain would wait for it forever: then nothing is
+        committed, the producers are abandoned (their open transactions are aborted by
+        the broker or fenced by the tasks' next owners) and the work is redone later.
+        """
         self._stopping.set()
-        await cancel_and_wait(self._summary_task)
-        loop_error = await _finish(self._loop_task)
-        self._blocked.clear()
-        for task in self._pool.tasks:
-            await self._pool.drain(task)
-        if self._consumer is not None:
-            await self._consumer.stop()  # leaves the group: revokes (and drops) our tasks
-        await self._pool.close()
-        await self._tasks.stop()
-        if self._http is not None:
-            await self._http.stop()
+        await cancel_and_wait(self._watch_task)
+        if self._broker_budget.degraded:
+            await self._stop_without_broker()
+            return
+        loop_error: BaseException | None = None
+        try:
+            await cancel_and_wait(self._summary_task)
+            loop_error = await finish(self._loop_task)
+            self._backpressure.clear()
+            for task in self._pool.tasks:
+                await self._pool.drain(task)
+            if self._consumer is not None:
+                await self._consumer.stop()  # leaves the group: revokes (and drops) our tasks
+        finally:
+            await self._pool.close()
+            await self._tasks.stop()
+            if self._http is not None:
+                await self._http.stop()
         log.info("trainer stopped", extra={"events": self.progress.events})
         self._pool.check()
         if loop_error is not None:
             raise loop_error
 
+    async def _stop_without_broker(self) -> None:
+        try:
+            await cancel_and_wait(self._summary_task, self._loop_task)
+            await self._pool.abort()
+            await self._tasks.stop(abandon_producers=True)
+            if self._consumer is not None:
+                with contextlib.suppress(TimeoutError):
+                    async with asyncio.timeout(LEAVE_GROUP_TIMEOUT_S):
+                        await self._consumer.stop()
+        finally:
+            if self._http is not None:
+                await self._http.stop()
+        log.warning(
+            "trainer stopped without draining: the broker is unreachable; uncommitted "
+            "work is read again from the committed offsets at the next start"
+        )
+
     @property
     def ready(self) -> bool:
-        return self._assigned and not self._tasks.restoring
+        return self._readiness.ready
+
+    def _version_source(self) -> VersionSource:
+        return VersionSource.of_tasks(
+            self.settings, self._tasks, lambda: self._topology.partitions if self._topology else 0
+        )
 
     @property
     def http_port(self) -> int | None:
         """The bound ops HTTP port once started (resolves port 0); None without HTTP."""
         return None if self._http is None else self._http.port
-
-    def _not_ready_reason(self) -> str:
-        if self._tasks.restoring:
-            return "restoring state from the changelog"
-        return "waiting for partition assignment"
 
     # -- consume loop ---------------------------------------------------------------------
 
@@ -195,6 +262,8 @@ class Trainer:
         linger_s = self.settings.max_batch_linger_ms / 1000
         while not self._stopping.is_set():
             self._pool.check()
+            if self._rebalance.error is not None:
+                raise self._rebalance.error
             wait_s = self._batcher.seconds_until_due(time.monotonic())
             timeout_ms = int(1000 * (linger_s if wait_s is None else wait_s))
             try:
@@ -204,18 +273,19 @@ class Trainer:
                     timeout_ms=max(timeout_ms, 1), max_records=self.settings.max_batch_events
                 )
             except AioKafkaError as exc:
-                if not exc.retriable:
-                    raise KafkaError(f"consumer failed: {exc!r}") from exc
-                log.warning("consumer error, retrying: %r", exc)
-                await asyncio.sleep(0.5)
+                error = wrap("consumer failed", exc)
+                error.__cause__ = exc
+                await asyncio.sleep(self._consumer_budget.failed(error))
                 continue
+            self._consumer_budget.succeeded()
             now = time.monotonic()
             for tp, records in fetched.items():
                 self._add_records(tp, records, now)
-            self._enqueue(self._batcher.due(now))
-            self._apply_backpressure()
+            self._backpressure.enqueue(self._batcher.due(now))
+            self.metrics.partitions_paused.set(self._backpressure.apply())
             self.metrics.worker_queue_depth.set(self._pool.depth)
-            if self._until_end and await self._reached_end():
+            self.metrics.degraded.set(len(self._tasks.degraded))
+            if self._until_end and await self._end.reached():
                 log.info("reached the end offsets captured at start")
                 return
 
@@ -230,59 +300,39 @@ class Trainer:
         self.metrics.events_consumed.labels(topic=tp.topic).inc(len(records))
         self.progress.events += len(records)
         self.progress.fetched[tp] = records[-1].offset + 1
-        self._enqueue(self._batcher.add(tp.partition, task.generation, kind, records, now))
+        self._backpressure.enqueue(
+            self._batcher.add(tp.partition, task.generation, kind, records, now)
+        )
 
     def _rewind(self, tp: TopicPartition, offset: int) -> None:
         assert self._consumer is not None
         if tp in self._consumer.assignment():
             self._consumer.seek(tp, offset)
 
-    def _enqueue(self, batches: list[PendingBatch]) -> None:
-        for batch in batches:
-            blocked = self._blocked[batch.task]
-            if blocked or not self._pool.offer(batch):
-                blocked.append(batch)
-            else:
-                self.progress.batches_queued += 1
-
-    def _apply_backpressure(self) -> None:
-        """Pause tasks whose queue is full; resume them once their blocked batches fit."""
-        consumer = self._consumer
-        assert consumer is not None
-        for task, blocked in list(self._blocked.items()):
-            while blocked and self._pool.offer(blocked[0]):
-                blocked.popleft()
-                self.progress.batches_queued += 1
-            if not blocked:
-                del self._blocked[task]
-        for task in set(self._blocked) - self._paused:
-            consumer.pause(*self._owned(task))
-            self._paused.add(task)
-            log.debug("task %d paused: worker queue full", task)
-        for task in self._paused - set(self._blocked):
-            consumer.resume(*self._owned(task))
-            self._paused.discard(task)
-            log.debug("task %d resumed", task)
-        self.metrics.partitions_paused.set(2 * len(self._paused))
+    def _require_consumer(self) -> AIOKafkaConsumer:
+        assert self._consumer is not None
+        return self._consumer
 
     def _owned(self, task: int) -> list[TopicPartition]:
-        assert self._consumer is not None
-        assigned = self._consumer.assignment()
-        return [tp for tp in self._tasks.input_partitions(task) if tp in assigned]
+        return group.owned(self._require_consumer(), self.settings, task)
 
     @property
     def paused_tasks(self) -> set[int]:
-        return set(self._paused)
+        return self._backpressure.paused_tasks
+
+    @property
+    def held_batches(self) -> int:
+        """Closed batches not yet learned: queued, in flight, or held back."""
+        return self._pool.depth + self._backpressure.held
 
     # -- rebalance ------------------------------------------------------------------------
 
     async def _on_revoked(self, tasks: set[int]) -> None:
         self.metrics.rebalances.inc()
-        self._assigned = False
+        self._readiness.assigned = False
         for task in tasks:
             self._batcher.discard(task)
-            self._blocked.pop(task, None)
-            self._paused.discard(task)
+            self._backpressure.forget(task)
             await self._pool.remove_task(task, finish_queued=True)
             await self._tasks.drop(task)
         log.info("partitions revoked", extra={"tasks": sorted(tasks)})
@@ -296,138 +346,52 @@ class Trainer:
         for tp in new:
             self.progress.fetched.pop(tp, None)  # fetched under an earlier ownership
         try:
-            await self._tasks.assign(sorted(tasks))
+            await self._tasks.assign_with_retry(sorted(tasks))
             if self._start_from is not None:
-                await self._seek_uncommitted_to_time(tasks, self._start_from)
+                await group.seek_uncommitted_to_time(self._consumer, new, self._start_from)
         finally:
             self._consumer.resume(*new)
         for task in tasks:
             self._pool.add_task(task)
-        self._assigned = True
+        self._readiness.assigned = True
         log.info("partitions assigned", extra={"tasks": sorted(tasks)})
 
     # -- offsets --------------------------------------------------------------------------
 
-    async def _commit_offsets(self, offsets: dict[TopicPartition, int]) -> None:
-        assert self._consumer is not None
-        try:
-            await self._consumer.commit(offsets)
-        except CommitFailedError as exc:
-            raise TaskFencedError(f"offset commit failed (rebalanced): {exc!r}") from exc
-        except AioKafkaError as exc:
-            raise KafkaError(f"offset commit failed: {exc!r}", retriable=True) from exc
-
-    async def _seek_committed(self, partitions: list[TopicPartition]) -> None:
-        """Rewind a reset task's partitions to their committed offsets (or the reset policy)."""
-        consumer = self._consumer
-        assert consumer is not None
-        assigned = consumer.assignment()
+    async def _seek_committed(self, partitions: list[TopicPartition]) -> dict[TopicPartition, int]:
+        """Rewind a reset task: what is batched or held for it is read again, not used."""
+        for task in {tp.partition for tp in partitions}:
+            self._batcher.discard(task)
+            self._backpressure.forget(task)
         for tp in partitions:
-            if tp not in assigned:
-                continue
-            self._batcher.discard(tp.partition)
-            self._blocked.pop(tp.partition, None)
-            committed = await consumer.committed(tp)
-            if committed is not None:
-                consumer.seek(tp, committed)
-            elif self.settings.auto_offset_reset == "earliest":
-                await consumer.seek_to_beginning(tp)
-            else:
-                await consumer.seek_to_end(tp)
             self.progress.fetched.pop(tp, None)  # nothing after the committed offset is ours
-            task = self._tasks.tasks.get(tp.partition)
-            if task is not None and committed is not None:
-                task.committed[tp] = committed
-
-    async def _seek_uncommitted_to_time(self, tasks: set[int], start: datetime) -> None:
-        """Replay from a time: partitions without a committed offset start at `start`."""
-        consumer = self._consumer
-        assert consumer is not None
-        fresh = []
-        for task in tasks:
-            for tp in self._owned(task):
-                if await consumer.committed(tp) is None:
-                    fresh.append(tp)
-        if not fresh:
-            return
-        start_ms = int(start.timestamp() * 1000)
-        found = await consumer.offsets_for_times({tp: start_ms for tp in fresh})
-        for tp in fresh:
-            hit = found.get(tp)
-            if hit is None:
-                await consumer.seek_to_end(tp)
-            else:
-                consumer.seek(tp, hit.offset)
-
-    async def _input_end_offsets(self) -> dict[TopicPartition, int]:
-        assert self._consumer is not None and self._topology is not None
-        topics = (self.settings.topic_observations, self.settings.topic_feedback)
-        partitions = [
-            TopicPartition(t, p) for t in topics for p in range(self._topology.partitions)
-        ]
-        return dict(await self._consumer.end_offsets(partitions))
-
-    async def _reached_end(self) -> bool:
-        """True once every input partition's committed offset reached its captured end."""
-        ends = self.progress.end_offsets
-        committed: dict[TopicPartition, int] = {}
-        for owned in self._tasks.tasks.values():
-            committed.update(owned.committed)
-        for tp, end in ends.items():
-            done = committed.get(tp, 0)
-            if done >= end:
-                continue
-            # Past the last record there may be only transaction markers: then everything
-            # handed on must be committed and the position at the end.
-            if not self._settled(tp.partition) or done < self.progress.fetched.get(tp, 0):
-                return False
-            assert self._consumer is not None
-            position = await self._consumer.position(tp)
-            if position < end or self._batcher.open_records:
-                return False
-        return True
+        return await group.seek_committed(
+            self._require_consumer(), partitions, self.settings.auto_offset_reset
+        )
 
     def _settled(self, task: int) -> bool:
         """Owned, with nothing queued, in flight or blocked."""
         owned = task in self._tasks.tasks
-        return owned and self._pool.idle(task) and not self._blocked.get(task)
+        return owned and self._pool.idle(task) and not self._backpressure.holds(task)
 
-    def _new_consumer(self) -> AIOKafkaConsumer:
-        s = self.settings
-        return AIOKafkaConsumer(
-            **client_options(s),
-            group_id=s.application_id,
-            client_id=self.instance_id,
-            enable_auto_commit=False,
-            auto_offset_reset=s.auto_offset_reset,
-            isolation_level="read_committed",
-            # Range assigns partition n of both input topics to the same member: the task.
-            partition_assignment_strategy=(RangePartitionAssignor,),
-            group_instance_id=s.group_instance_id or None,
-            session_timeout_ms=s.session_timeout_ms,
-            heartbeat_interval_ms=max(100, s.session_timeout_ms // 3),
-            max_partition_fetch_bytes=2 * 1024 * 1024,
-            fetch_max_bytes=64 * 1024 * 1024,
-        )
+
+class _ConsumerHandle:
+    """The group consumer as the tasks see it (`tasks.ConsumerPort`)."""
+
+    def __init__(self, trainer: Trainer) -> None:
+        self._trainer = trainer
+
+    async def commit_offsets(self, offsets: dict[TopicPartition, int]) -> None:
+        await group.commit_offsets(self._trainer._require_consumer(), offsets)
+
+    async def seek_committed(self, partitions: list[TopicPartition]) -> dict[TopicPartition, int]:
+        return await self._trainer._seek_committed(partitions)
+
+    def owns(self, task: int) -> bool:
+        return bool(self._trainer._owned(task))
 
 
 def _version() -> str:
     from stream_trainer import __version__
 
     return __version__
-
-
-async def _finish(task: asyncio.Task[None] | None) -> BaseException | None:
-    """Wait for the loop to notice the stop request; return its error rather than lose it."""
-    if task is None:
-        return None
-    try:
-        await asyncio.wait_for(asyncio.shield(task), timeout=5.0)
-    except TimeoutError:
-        await cancel_and_wait(task)
-        return None
-    except asyncio.CancelledError:
-        return None
-    except Exception as exc:
-        return exc
-    return None

@@ -24,8 +24,8 @@ _ROOT = Path(__file__).resolve().parents[1]
 if str(_ROOT) not in sys.path:
     sys.path.insert(0, str(_ROOT))
 
+from stream_trainer.dev.broker.local_broker import LocalKafkaBroker  # noqa: E402
 from stream_trainer.errors import BrokerLaunchError  # noqa: E402
-from stream_trainer.kafka.local_broker import LocalKafkaBroker  # noqa: E402
 
 BOOTSTRAP_ENV = "STREAM_TRAINER_TEST_BOOTSTRAP"
 SEED_ENV = "STREAM_TRAINER_TEST_SEED"

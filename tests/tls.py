@@ -13,10 +13,10 @@ import subprocess
 from dataclasses import dataclass
 from pathlib import Path
 
-from stream_trainer.kafka._broker_jars import (
+from stream_trainer.dev.broker.jars import (
     classpath,
     default_cache_dir,
-    default_deploy_dir,
+    default_resources_dir,
     find_java,
     kafka_version,
     resolve_jars,
@@ -132,8 +132,8 @@ def secure_overrides(listener: str, tls: TlsFiles, plain_users: dict[str, str]) 
 
 def add_scram_user(plaintext_bootstrap: str, name: str, password: str) -> None:
     """Create a SCRAM-SHA-256 user, as an operator would, with Kafka's ConfigCommand."""
-    deploy = default_deploy_dir()
-    libs = resolve_jars(deploy, default_cache_dir(kafka_version(deploy)))
+    resources = default_resources_dir()
+    libs = resolve_jars(resources, default_cache_dir(kafka_version(resources)))
     command = [
         str(find_java()),
         "-XX:TieredStopAtLevel=1",

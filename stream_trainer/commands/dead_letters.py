@@ -8,14 +8,15 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord
+from aiokafka import ConsumerRecord
 from aiokafka.errors import KafkaError as AioKafkaError
 
 from stream_trainer.commands._time import parse_utc_time
 from stream_trainer.config import Settings
 from stream_trainer.errors import ConfigError, KafkaError
 from stream_trainer.kafka.clients import (
-    client_options,
+    new_consumer,
+    new_producer,
     read_to_end,
     stop_consumer,
     topic_partitions,
@@ -49,9 +50,7 @@ async def read_dead_letters(
     settings: Settings, reasons: Sequence[str] | None, since_ms: int | None, limit: int
 ) -> list[DeadLetter]:
     """Committed dead letters, oldest first, filtered by reason and time."""
-    consumer = AIOKafkaConsumer(
-        **client_options(settings), isolation_level="read_committed", enable_auto_commit=False
-    )
+    consumer = new_consumer(settings)
     try:
         await consumer.start()
         tps = await topic_partitions(consumer, settings.topic_dead_letter)
@@ -100,7 +99,7 @@ def format_table(letters: Sequence[DeadLetter]) -> str:
 
 async def replay_dead_letters(settings: Settings, letters: Sequence[DeadLetter]) -> int:
     """Re-publish to the source topic with the original key and bytes."""
-    producer = AIOKafkaProducer(**client_options(settings), acks="all", enable_idempotence=True)
+    producer = new_producer(settings)
     try:
         await producer.start()
         for d in letters:

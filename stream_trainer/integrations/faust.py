@@ -35,11 +35,12 @@ from datetime import datetime
 from typing import Any, Protocol
 
 from stream_trainer.batching import KafkaRecord, PendingBatch, decode_batch
+from stream_trainer.checkpoint import PendingCommit
 from stream_trainer.config import Settings
 from stream_trainer.errors import ConfigError
 from stream_trainer.events import utc_now
 from stream_trainer.publishing import BatchOutputs, build_outputs
-from stream_trainer.state import AppliedBatch, TaskState
+from stream_trainer.state import LearnedBatch, TaskState
 
 __all__ = ["FaustLearnerHost", "Sender"]
 
@@ -78,7 +79,7 @@ class FaustLearnerHost:
             state = self._states[partition] = TaskState(self.settings)
         return state
 
-    def restore(self, partition: int, changelog: Iterable[tuple[bytes, bytes]]) -> int:
+    def restore(self, partition: int, changelog: Iterable[tuple[bytes, bytes | None]]) -> int:
         """Replace a partition's state with its changelog records (oldest first)."""
         state = self._states[partition] = TaskState(self.settings)
         return state.restore(changelog)
@@ -87,32 +88,35 @@ class FaustLearnerHost:
         """Forget a revoked partition (its state lives on in the changelog)."""
         self._states.pop(partition, None)
 
-    def apply(
-        self, records: Sequence[KafkaRecord], published_at: datetime | None = None
-    ) -> list[AppliedBatch]:
+    def apply(self, records: Sequence[KafkaRecord]) -> list[LearnedBatch]:
         """Learn from records of any partitions: one batch per partition, partitions sorted."""
-        return [applied for applied, _ in self._apply_timed(records, published_at)]
+        return [learned for learned, _ in self._learn_timed(records)]
 
     def process(
         self, records: Sequence[KafkaRecord], published_at: datetime | None = None
     ) -> list[BatchOutputs]:
-        """`apply`, then each batch's outputs: versions, metrics, dead letters, changelog."""
-        return [
-            build_outputs(applied, self.settings, self.instance_id, seconds)
-            for applied, seconds in self._apply_timed(records, published_at)
-        ]
-
-    def _apply_timed(
-        self, records: Sequence[KafkaRecord], published_at: datetime | None
-    ) -> list[tuple[AppliedBatch, float]]:
-        """Each partition's applied batch with its decode + learn seconds (for the metrics)."""
+        """Learn, then publish each partition's outputs: versions, metrics, dead letters,
+        changelog (one publication per partition and call, as one commit of the service)."""
         when = published_at or utc_now()
+        outputs = []
+        for learned, seconds in self._learn_timed(records):
+            pending = PendingCommit()
+            pending.add(learned, seconds)
+            task = learned.batch.task
+            publication = self.state(task).publish(when)
+            outputs.append(
+                build_outputs(task, pending, publication, self.settings, self.instance_id, when)
+            )
+        return outputs
+
+    def _learn_timed(self, records: Sequence[KafkaRecord]) -> list[tuple[LearnedBatch, float]]:
+        """Each partition's learned batch with its decode + learn seconds (for the metrics)."""
         done = []
         for pending in self._pending(records):
             started = time.perf_counter()
             batch = decode_batch(pending, self.settings.max_event_bytes)
-            applied = self.state(pending.task).apply(batch, when)
-            done.append((applied, time.perf_counter() - started))
+            learned = self.state(pending.task).learn(batch)
+            done.append((learned, time.perf_counter() - started))
         return done
 
     async def publish(self, outputs: Iterable[BatchOutputs], send: Sender) -> list[Any]:

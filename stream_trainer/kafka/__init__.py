@@ -1,4 +1,4 @@
-"""Kafka plumbing: the local test broker and (later) the client wrappers.
+"""Kafka plumbing: client options and factories, topic admin, batched sends, restore.
 
 Deliberately empty of imports so that ``import stream_trainer.kafka.<module>`` stays cheap.
 """

@@ -1,15 +1,36 @@
-"""Connection options shared by every Kafka client the service creates (incl. security)."""
+"""Every Kafka client the project creates: options from `Settings` (security included),
+the factories that build consumers, producers and admin clients, and helpers to use them.
+
+Callers pass only what is theirs (a group id, a transactional id, a client id, fetch sizes)
+as keyword overrides; everything else is decided here, once.
+"""
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Sequence
-from typing import Any
+from collections.abc import AsyncIterator, Mapping, Sequence
+from typing import Any, Final
 
-from aiokafka import AIOKafkaConsumer, ConsumerRecord, TopicPartition
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord, TopicPartition
+from aiokafka.admin import AIOKafkaAdminClient
 from aiokafka.helpers import create_ssl_context
 
 from stream_trainer.config import Settings
+
+# Our consumers read what producers committed and never auto-commit: the service commits
+# offsets itself (in its transactions), every other reader only reads.
+CONSUMER_DEFAULTS: Final[Mapping[str, Any]] = {
+    "enable_auto_commit": False,
+    "isolation_level": "read_committed",
+}
+# Durable, ordered, without duplicates on retry; batches big enough for a burst of versions.
+PRODUCER_DEFAULTS: Final[Mapping[str, Any]] = {
+    "acks": "all",
+    "enable_idempotence": True,
+    "linger_ms": 5,
+    "max_batch_size": 256 * 1024,
+    "max_request_size": 4 * 1024 * 1024,
+}
 
 
 def client_options(settings: Settings) -> dict[str, Any]:
@@ -29,6 +50,36 @@ def client_options(settings: Settings) -> dict[str, Any]:
         options["sasl_plain_username"] = settings.sasl_username
         options["sasl_plain_password"] = settings.password()
     return options
+
+
+def consumer_options(settings: Settings, **overrides: Any) -> dict[str, Any]:
+    """Keyword arguments of an `AIOKafkaConsumer`: connection, CONSUMER_DEFAULTS, overrides."""
+    return {**client_options(settings), **CONSUMER_DEFAULTS, **overrides}
+
+
+def producer_options(settings: Settings, **overrides: Any) -> dict[str, Any]:
+    """Keyword arguments of an `AIOKafkaProducer`: connection, PRODUCER_DEFAULTS, overrides."""
+    return {**client_options(settings), **PRODUCER_DEFAULTS, **overrides}
+
+
+def admin_options(settings: Settings, **overrides: Any) -> dict[str, Any]:
+    """Keyword arguments of an `AIOKafkaAdminClient`: connection, then overrides."""
+    return {**client_options(settings), **overrides}
+
+
+# Build clients inside a running event loop: aiokafka binds each one to the current loop.
+
+
+def new_consumer(settings: Settings, **overrides: Any) -> AIOKafkaConsumer:
+    return AIOKafkaConsumer(**consumer_options(settings, **overrides))
+
+
+def new_producer(settings: Settings, **overrides: Any) -> AIOKafkaProducer:
+    return AIOKafkaProducer(**producer_options(settings, **overrides))
+
+
+def new_admin(settings: Settings, **overrides: Any) -> AIOKafkaAdminClient:
+    return AIOKafkaAdminClient(**admin_options(settings, **overrides))
 
 
 async def stop_consumer(consumer: AIOKafkaConsumer) -> None:

@@ -38,21 +38,38 @@ class OutputRecord:
 async def send_records(
     producer: AIOKafkaProducer, records: Sequence[OutputRecord]
 ) -> list[tuple[str, asyncio.Future[Any]]]:
-    """Queue every record; returns (topic, delivery future) per record batch sent."""
+    """Queue every record; returns (topic, delivery future) per record batch sent.
+
+    Partitioning and batch building are CPU work proportional to the records (a commit
+    can hold tens of thousands): they run in a worker thread, so the event loop keeps
+    serving heartbeats, fetches and queries meanwhile.
+    """
+    counts = await _partition_counts(producer, records)
+    batches = await asyncio.to_thread(_build_batches, producer, records, counts)
+    return [
+        (topic, await producer.send_batch(builder, topic, partition=partition))
+        for topic, partition, builder in batches
+    ]
+
+
+def _build_batches(
+    producer: AIOKafkaProducer, records: Sequence[OutputRecord], counts: dict[str, int]
+) -> list[tuple[str, int, Any]]:
+    """Record batches per topic-partition, in record order within each."""
     groups: dict[tuple[str, int], list[OutputRecord]] = defaultdict(list)
-    for record, partition in zip(records, await _partitions(producer, records), strict=True):
+    for record, partition in zip(records, _partitions(records, counts), strict=True):
         groups[(record.topic, partition)].append(record)
-    sent: list[tuple[str, asyncio.Future[Any]]] = []
+    batches: list[tuple[str, int, Any]] = []
     for (topic, partition), group in groups.items():
         builder = producer.create_batch()
         for record in group:
             if not _append(builder, record):
-                sent.append((topic, await producer.send_batch(builder, topic, partition=partition)))
+                batches.append((topic, partition, builder))
                 builder = producer.create_batch()
                 if not _append(builder, record):
                     raise KafkaError(f"a record for {topic} is larger than max_batch_size")
-        sent.append((topic, await producer.send_batch(builder, topic, partition=partition)))
-    return sent
+        batches.append((topic, partition, builder))
+    return batches
 
 
 def _append(builder: Any, record: OutputRecord) -> bool:
@@ -63,7 +80,18 @@ def _append(builder: Any, record: OutputRecord) -> bool:
     return builder.append(timestamp=None, key=key, value=value, headers=headers) is not None
 
 
-async def _partitions(producer: AIOKafkaProducer, records: Sequence[OutputRecord]) -> list[int]:
+async def _partition_counts(
+    producer: AIOKafkaProducer, records: Sequence[OutputRecord]
+) -> dict[str, int]:
+    """Partition count of every topic a record is keyed to (fetching metadata if needed)."""
+    counts: dict[str, int] = {}
+    for topic in {r.topic for r in records if r.partition is None}:
+        await producer.client._wait_on_metadata(topic)
+        counts[topic] = len(producer._metadata.partitions_for_topic(topic))
+    return counts
+
+
+def _partitions(records: Sequence[OutputRecord], counts: dict[str, int]) -> list[int]:
     """Each record's partition: its own, else the default partitioner's for its key."""
     chosen = [r.partition for r in records]
     keyed: dict[str, list[int]] = defaultdict(list)
@@ -71,8 +99,7 @@ async def _partitions(producer: AIOKafkaProducer, records: Sequence[OutputRecord
         if record.partition is None:
             keyed[record.topic].append(i)
     for topic, positions in keyed.items():
-        await producer.client._wait_on_metadata(topic)
-        count = len(producer._metadata.partitions_for_topic(topic))
+        count = counts[topic]
         with_key = [i for i in positions if records[i].key is not None]
         hashed = default_partitions([records[i].key or b"" for i in with_key], count)
         for i, partition in zip(with_key, hashed.tolist(), strict=True):

@@ -1,50 +1,78 @@
 """Rule trust: Beta-Bernoulli with forgetting in event time (DESIGN section 3).
 
-Per rule we keep the reference time ``T`` (newest applied feedback ts) and the decayed
-success and failure sums ``A`` and ``B`` *at T*; ``alpha = 1 + A`` and ``beta = 1 + B``.
-Moving a rule from ``T`` to ``T' >= T`` multiplies both sums by ``2^(-(T'-T)/H)``, so a batch
-is folded in as ``A' = A 2^(-(T'-T)/H) + sum_i w_i 2^(-(T'-t_i)/H)``: the same numbers the
-closed form gives for the whole stream, whatever the batch boundaries (up to rounding).
+Per rule we keep the reference time ``T`` (newest applied feedback ts; -inf before any)
+and the decayed success and failure sums ``A`` and ``B`` *at T*; ``alpha = 1 + A`` and
+``beta = 1 + B``. An event ``(t, w, success)`` first moves the rule to ``t`` if ``t > T``
+(both sums times ``2^(-(t-T)/H)``), then adds ``w 2^(-(T-t)/H)`` to ``A`` or ``B``: the
+numbers the closed form gives for the whole stream, whatever the batch boundaries (up to
+rounding). A compiled kernel (`_trust_kernel.learn`) does this per event in arrival order.
 
 Redelivered feedback is refused by ``event_id`` (reason ``duplicate_event_id``): an event is
 a duplicate when the same rule already applied the same id at a ts no older than
-``T - dedupe_window_s``, where ``T`` is the rule's event-time clock just before the event.
-Tying the window to ``T`` (not to processing time) keeps the rule deterministic and
-batch-invariant, and lets ids older than the window be forgotten without changing results.
+``T - dedupe_window_s``, where ``T`` is the rule's event-time clock just before the event;
+an applied id records the newest ts it was applied at. Tying the window to ``T`` (not to
+processing time) keeps the rule deterministic and batch-invariant, and lets ids older than
+the window be forgotten without changing results. The ids live in a `DedupeStore` bounded
+by ``dedupe_max_bytes`` (see `dedupe` for what is forgotten at the bound).
+
+A rule's ids are keyed by its *incarnation* hash: the stable hash of its id salted with the
+task's forget epoch (how many rules it had forgotten when the rule's row was created),
+stored in the rule's record. A rule that is forgotten and comes back is a new incarnation,
+so ids of the old one (in memory or in old changelog records) can never refuse its events.
+
+Changelog records (suffixes; the task prefixes its letter): ``:<rule_id>`` holds the rule's
+row (format byte 1, then T, A, B, version, hash little-endian); ``#d:<bucket>:<seq>`` the
+dedupe records; ``#epoch`` the forget epoch (format byte 1, then an i64). Rule records of
+the previous release (msgpack arrays with the recent ids inline) are still read; their ids
+move into the dedupe store.
 """
 
 from __future__ import annotations
 
-import collections
-import itertools
-from collections.abc import Iterable, Sequence
+import struct
+from collections.abc import Iterator, Sequence
 from datetime import datetime
+from typing import Any
 
 import msgspec
 import numpy as np
+import numpy.typing as npt
 from scipy.special import betaincinv
 
 from stream_trainer.columns import FeedbackColumns
-from stream_trainer.errors import ConfigError, DecodeError
-from stream_trainer.events import Reason, RuleStatus, RuleVersion, from_ts_us
-from stream_trainer.learners._grouping import (
-    BoolArray,
-    FloatArray,
-    Groups,
-    IntArray,
-    RowIndex,
-    first_appearance_codes,
-    grown,
+from stream_trainer.errors import ConfigError, StateFormatError
+from stream_trainer.events import (
+    Reason,
+    RuleStatus,
+    RuleVersion,
+    encode_many,
+    from_ts_us,
+    ts_us,
 )
-from stream_trainer.learners.base import LearnResult
+from stream_trainer.learners import _trust_kernel as kernel
+from stream_trainer.learners.base import Flushed, LearnResult
+from stream_trainer.learners.dedupe import DedupeStore
+from stream_trainer.learners.hashing import hash_strings, pair_keys, salted
+from stream_trainer.learners.store import ColumnStore, Field, FloatArray, IntArray
 
 DUPLICATE_EVENT_ID = Reason.DUPLICATE_EVENT_ID.value
-_PRUNE_MIN = 8  # recent-id dicts smaller than this are never worth pruning
+FORMAT = 1  # first byte of a rule record
+_LEGACY_FORMATS = range(0x90, 0xA0)  # msgpack fixarray headers: the previous release's records
 _STATUSES: tuple[RuleStatus, ...] = ("active", "probation", "retired")
+_EPOCH = b"#epoch"
+_EPOCH_RECORD = struct.Struct("<Bq")
+_FIELDS = (
+    Field("ref", "f8", default=-np.inf),  # T
+    Field("succ", "f8"),  # A at T
+    Field("fail", "f8"),  # B at T
+    Field("version", "i8"),  # versions published so far
+    Field("hash", "u8"),  # incarnation hash (keys the rule's remembered ids)
+    Field("published_us", "i8"),  # published_at of the last version
+)
 
 
-class _RuleState(msgspec.Struct, array_like=True, frozen=True):
-    """One rule's changelog record (msgpack)."""
+class _LegacyRuleState(msgspec.Struct, array_like=True, frozen=True):
+    """A rule's changelog record as the previous release wrote it (msgpack)."""
 
     ref_time: float
     success: float
@@ -62,6 +90,7 @@ class TrustLearner:
         retire_below: float = 0.35,
         probation_below: float = 0.5,
         dedupe_window_s: float = 86_400.0,
+        dedupe_max_bytes: int = 64 * 2**20,
     ) -> None:
         if not half_life_s > 0:
             raise ConfigError(f"trust_half_life_s must be > 0, got {half_life_s}")
@@ -71,276 +100,260 @@ class TrustLearner:
         self.retire_below = float(retire_below)
         self.probation_below = float(probation_below)
         self.dedupe_window_s = float(dedupe_window_s)
-        self._index = RowIndex()
-        self._ref: FloatArray = np.empty(0)  # T per row; -inf before any feedback
-        self._succ: FloatArray = np.empty(0)  # A at T
-        self._fail: FloatArray = np.empty(0)  # B at T
-        self._version: IntArray = np.empty(0, dtype=np.int64)
-        self._id_count: IntArray = np.empty(0, dtype=np.int64)  # upper bound of len(recent)
-        self._prune_at: IntArray = np.empty(0, dtype=np.int64)
-        self._recent: list[dict[str, float]] = []  # row -> {event_id: newest applied ts}
+        self._store = ColumnStore(_FIELDS, FORMAT)
+        self._dedupe = DedupeStore(self.dedupe_window_s, dedupe_max_bytes)
+        self._mark = np.zeros(0, dtype=np.int8)  # per-row scratch of learn_batch, all 0 between
+        self._epoch = 0  # rules forgotten so far: salts the hash of new rule incarnations
+        self._epoch_changed = False
 
     def __len__(self) -> int:
-        return len(self._index)
+        return len(self._store)
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._store)
 
     # -- learning -------------------------------------------------------------------------
 
     def learn_batch(self, columns: FeedbackColumns) -> LearnResult:
         """Apply one batch of feedback; see the module docstring for the semantics."""
-        if len(columns) == 0:
-            return LearnResult(touched=[])
-        keys, codes = first_appearance_codes(columns.rule_id)
-        rows = self._rows_for(keys)
-        applied = self._dedupe(columns, codes, rows)
-        touched = self._fold(columns, codes, rows, applied)
-        self._maybe_prune(rows[touched])
-        rejected = np.flatnonzero(~applied).astype(np.int64)
+        n = len(columns)
+        if n == 0:
+            return LearnResult()
+        store, dedupe = self._store, self._dedupe
+        ts, success, weight = (
+            _writable(a) for a in (columns.ts_s, columns.success, columns.weight)
+        )
+        known = len(store)
+        rows = store.rows_of_events(columns.rule_id)
+        if len(store) > known:  # new rows, allocated at the end: their incarnation hashes
+            names = hash_strings(store.keys[known:])
+            store["hash"][known : len(store)] = salted(
+                names, np.full(len(names), self._epoch, float)
+            )
+        id_hash = hash_strings(columns.event_id)
+        if self._mark.shape[0] < store.dirty.shape[0]:
+            self._mark = np.zeros(store.dirty.shape[0], dtype=np.int8)
+        order, n_order = np.empty(n, dtype=np.int64), np.zeros(1, dtype=np.int64)
+        codes = np.zeros(n, dtype=np.uint8)
+        dedupe.reserve_pending(n)
+        start = 0
+        while True:
+            start = kernel.learn(
+                start, rows, id_hash, ts, success, weight,
+                store["hash"], store["ref"], store["succ"], store["fail"], store.dirty,
+                self._mark, order, n_order,
+                dedupe.keys, dedupe.rules, dedupe.ts, dedupe.slots, dedupe.pending, dedupe.meta,
+                self.dedupe_window_s, self.half_life_s, codes,
+            )  # fmt: skip
+            if start == n:
+                break
+            dedupe.make_room(store["hash"][: len(store)], store["ref"][: len(store)])
+        touched = kernel.touched_rows(order, n_order, self._mark)
+        rejected = np.flatnonzero(codes).astype(np.int64)
         return LearnResult(
-            touched=[keys[c] for c in touched.tolist()],
             rejected_positions=rejected,
             rejected_reasons=[DUPLICATE_EVENT_ID] * rejected.shape[0],
+            applied_rows=touched.astype(np.int64),
+            row_keys=store.keys,
         )
 
-    def _rows_for(self, keys: Sequence[str]) -> IntArray:
-        rows, is_new = self._index.assign(keys)
-        if is_new.any():
-            size = len(self._index)
-            self._ref = grown(self._ref, size)
-            self._succ = grown(self._succ, size)
-            self._fail = grown(self._fail, size)
-            self._version = grown(self._version, size)
-            self._id_count = grown(self._id_count, size)
-            self._prune_at = grown(self._prune_at, size)
-            new = rows[is_new]
-            self._ref[new] = -np.inf
-            self._succ[new] = 0.0
-            self._fail[new] = 0.0
-            self._version[new] = 0
-            self._id_count[new] = 0
-            self._prune_at[new] = _PRUNE_MIN
-            self._recent.extend({} for _ in range(new.shape[0]))
-        return rows
+    # -- publishing -----------------------------------------------------------------------
 
-    def _dedupe(self, columns: FeedbackColumns, codes: IntArray, rows: IntArray) -> BoolArray:
-        """Which events to apply; records the applied ids in the rules' recent-id dicts.
+    def flush(self, published_at: datetime) -> Flushed:
+        """Publish every rule changed since the last flush (+1 on its version) and the
+        changelog records of the rules and of the dedupe store."""
+        store = self._store
+        keys, rows = store.dirty_keys()
+        store["version"][rows] += 1
+        store["published_us"][rows] = ts_us(published_at)
+        values = encode_many(self._versions(keys, rows, published_at))
+        state: list[tuple[bytes, bytes | None]] = [
+            (b":" + key.encode(), value) for key, value in zip(keys, store.pack(rows), strict=True)
+        ]
+        state.extend(self._dedupe.flush())
+        if self._epoch_changed:
+            state.append((_EPOCH, _EPOCH_RECORD.pack(FORMAT, self._epoch)))
+            self._epoch_changed = False
+        store.clear_dirty()
+        succ, fail = store["succ"][rows], store["fail"][rows]
+        trust = (1.0 + succ) / (2.0 + succ + fail)
+        return Flushed(keys, values, state, {"trust": trust})
 
-        This is the one per-event Python step: a dict membership test per event (and an
-        insert per applied one). Only rules where an id repeats (in the batch or against
-        the recent ids) take the exact sequential path, so the common case stays cheap.
-        """
-        n = len(columns)
-        event_ids = columns.event_id
-        event_rows = rows[codes].tolist()
-        stores = list(map(self._recent.__getitem__, event_rows))
-        ts = columns.ts_s.tolist()
-        applied = np.ones(n, dtype=np.bool_)
-        # map() and set() keep both scans at C speed. Ids are meant to be unique, so an id
-        # repeated anywhere in the batch (even on another rule) just takes the exact path.
-        if len(set(event_ids)) < n or any(map(dict.__contains__, stores, event_ids)):
-            affected = self._affected_codes(codes, stores, event_rows, event_ids)
-            groups = Groups.of(codes, rows.shape[0])
-            for code in sorted(affected):
-                self._dedupe_rule(code, rows, groups, event_ids, ts, applied)
-            fresh = (~np.isin(codes, np.fromiter(affected, dtype=np.int64))).tolist()
-            fresh_ids = [itertools.compress(column, fresh) for column in (stores, event_ids, ts)]
-            collections.deque(map(dict.__setitem__, *fresh_ids), maxlen=0)
-        else:
-            # Every id is new to its rule and unique in the batch: record them all.
-            collections.deque(map(dict.__setitem__, stores, event_ids, ts), maxlen=0)
-        return applied
-
-    @staticmethod
-    def _affected_codes(
-        codes: IntArray,
-        stores: Sequence[dict[str, float]],
-        event_rows: Sequence[int],
-        event_ids: Sequence[str],
-    ) -> set[int]:
-        """Codes of the rules with an id seen before (in the batch or the recent ids)."""
-        affected: set[int] = set()
-        seen: set[tuple[int, str]] = set()
-        for code, store, row, eid in zip(
-            codes.tolist(), stores, event_rows, event_ids, strict=True
-        ):
-            if eid in store or (row, eid) in seen:
-                affected.add(code)
-            seen.add((row, eid))
-        return affected
-
-    def _dedupe_rule(
-        self,
-        code: int,
-        rows: IntArray,
-        groups: Groups,
-        event_ids: Sequence[str],
-        ts: Sequence[float],
-        applied: BoolArray,
-    ) -> None:
-        """Exact sequential dedupe of one rule's events in this batch (rare path)."""
-        row = int(rows[code])
-        store = self._recent[row]
-        clock = float(self._ref[row])
-        start = int(groups.starts[code])
-        for i in groups.order[start : start + int(groups.counts[code])].tolist():
-            eid, t = event_ids[i], ts[i]
-            seen = store.get(eid)
-            if seen is not None and seen >= clock - self.dedupe_window_s:
-                applied[i] = False
-                continue
-            store[eid] = t if seen is None else max(seen, t)
-            clock = max(clock, t)
-
-    def _fold(
-        self, columns: FeedbackColumns, codes: IntArray, rows: IntArray, applied: BoolArray
-    ) -> IntArray:
-        """Fold the applied events into A, B and T; returns the touched codes (sorted)."""
-        positions = np.flatnonzero(applied)
-        ev_codes = codes[positions]
-        ev_ts = columns.ts_s[positions]
-        n_keys = rows.shape[0]
-        touched = np.flatnonzero(np.bincount(ev_codes, minlength=n_keys))
-        old_ref = self._ref[rows]
-        new_ref = old_ref.copy()
-        np.maximum.at(new_ref, ev_codes, ev_ts)
-        contrib = columns.weight[positions] * np.exp2(
-            -(new_ref[ev_codes] - ev_ts) / self.half_life_s
-        )
-        success = columns.success[positions]
-        add_succ = np.bincount(ev_codes, weights=np.where(success, contrib, 0.0), minlength=n_keys)
-        add_fail = np.bincount(ev_codes, weights=np.where(success, 0.0, contrib), minlength=n_keys)
-        t_rows = rows[touched]
-        # A rule's first batch has T = -inf: the decay factor is exactly 0 and A is 0.
-        decay = np.exp2(-(new_ref[touched] - old_ref[touched]) / self.half_life_s)
-        self._succ[t_rows] = self._succ[t_rows] * decay + add_succ[touched]
-        self._fail[t_rows] = self._fail[t_rows] * decay + add_fail[touched]
-        self._ref[t_rows] = new_ref[touched]
-        self._version[t_rows] += 1
-        self._id_count[rows] += np.bincount(ev_codes, minlength=n_keys)
-        return touched
-
-    def _maybe_prune(self, rows: IntArray) -> None:
-        """Drop ids outside the window; amortised: a dict is scanned when it doubled."""
-        due = rows[self._id_count[rows] >= self._prune_at[rows]]
-        for row in due.tolist():
-            kept = self._fresh_ids(row)
-            self._recent[row] = kept
-            self._id_count[row] = len(kept)
-            self._prune_at[row] = max(_PRUNE_MIN, 2 * len(kept))
-
-    def _fresh_ids(self, row: int) -> dict[str, float]:
-        horizon = float(self._ref[row]) - self.dedupe_window_s
-        return {eid: t for eid, t in self._recent[row].items() if t >= horizon}
-
-    # -- publishing and state -------------------------------------------------------------
+    def current(self) -> Flushed:
+        """Every rule's last published wire value (as restored or flushed), unchanged."""
+        keys = self._store.keys
+        rows = np.arange(len(keys), dtype=np.int64)
+        at = [from_ts_us(us) for us in self._store["published_us"][rows].tolist()]
+        return Flushed(list(keys), encode_many(self._versions(keys, rows, at)), [])
 
     def versions(self, keys: Sequence[str], published_at: datetime) -> list[RuleVersion]:
-        """The RuleVersion records of ``keys`` (all known), as of their last batch."""
-        rows = self._index.lookup(keys)
-        alpha = 1.0 + self._succ[rows]
-        beta = 1.0 + self._fail[rows]
+        """The RuleVersion of each of ``keys`` (all known) as learned so far; ``version`` is
+        the number of the last publication (a rule changed since keeps it until `flush`)."""
+        return self._versions(keys, self._store.lookup(keys), published_at)
+
+    def _versions(
+        self, keys: Sequence[str], rows: IntArray, published_at: datetime | list[datetime]
+    ) -> list[RuleVersion]:
+        store = self._store
+        when = published_at if isinstance(published_at, list) else [published_at] * len(keys)
+        succ, fail = store["succ"][rows], store["fail"][rows]
+        alpha, beta = 1.0 + succ, 1.0 + fail
         trust = alpha / (alpha + beta)
         low = betaincinv(alpha, beta, 0.025)
         high = betaincinv(alpha, beta, 0.975)
-        evidence = self._succ[rows] + self._fail[rows]
-        status = _status(trust, high, self.retire_below, self.probation_below)
-        trained_us = np.round(self._ref[rows] * 1e6).astype(np.int64)
+        status = _status_codes(trust, high, self.retire_below, self.probation_below)
+        trained_us = np.round(store["ref"][rows] * 1e6).astype(np.int64)
         return [
             RuleVersion(
                 rule_id=key,
-                version=int(version),
-                alpha=float(a),
-                beta=float(b),
-                trust=float(tr),
-                trust_low=float(lo),
-                trust_high=float(hi),
+                version=version,
+                alpha=a,
+                beta=b,
+                trust=tr,
+                trust_low=lo,
+                trust_high=hi,
                 evidence=ev,
-                status=st,
-                trained_through=from_ts_us(int(us)),
-                published_at=published_at,
+                status=_STATUSES[st],
+                trained_through=from_ts_us(us),
+                published_at=at,
             )
-            for key, version, a, b, tr, lo, hi, ev, st, us in zip(
+            for key, version, a, b, tr, lo, hi, ev, st, us, at in zip(
                 keys,
-                self._version[rows].tolist(),
+                store["version"][rows].tolist(),
                 alpha.tolist(),
                 beta.tolist(),
                 trust.tolist(),
                 low.tolist(),
                 high.tolist(),
-                evidence.tolist(),
-                status,
+                (succ + fail).tolist(),
+                status.tolist(),
                 trained_us.tolist(),
+                when,
                 strict=True,
             )
         ]
 
-    def status_counts(self) -> dict[str, int]:
-        """How many of the learner's rules are in each status (for the rules gauge)."""
+    def summary(self) -> dict[str, Any]:
+        """Rules by status and the dedupe store's gauges."""
         n = len(self)
-        alpha = 1.0 + self._succ[:n]
-        beta = 1.0 + self._fail[:n]
+        alpha = 1.0 + self._store["succ"][:n]
+        beta = 1.0 + self._store["fail"][:n]
         high = betaincinv(alpha, beta, 0.975)
         codes = _status_codes(alpha / (alpha + beta), high, self.retire_below, self.probation_below)
         counts = np.bincount(codes, minlength=len(_STATUSES))
-        return dict(zip(_STATUSES, counts.tolist(), strict=True))
+        return {
+            "status": dict(zip(_STATUSES, counts.tolist(), strict=True)),
+            "dedupe_ids": len(self._dedupe),
+            "dedupe_evicted": self._dedupe.evicted,
+            "dedupe_bytes": self._dedupe.nbytes,
+        }
 
-    def dump(self, keys: Sequence[str]) -> list[tuple[str, bytes]]:
-        """Changelog records (key, msgpack bytes) of ``keys``; ids outside the window are
-        left out, as they can no longer reject anything."""
-        rows = self._index.lookup(keys)
-        encode = msgspec.msgpack.encode
-        return [
-            (
-                key,
-                encode(
-                    _RuleState(
-                        ref_time=float(self._ref[row]),
-                        success=float(self._succ[row]),
-                        failure=float(self._fail[row]),
-                        version=int(self._version[row]),
-                        recent=self._fresh_ids(row),
-                    )
-                ),
-            )
-            for key, row in zip(keys, rows.tolist(), strict=True)
-        ]
+    # -- state ----------------------------------------------------------------------------
 
-    def load(self, records: Iterable[tuple[str, bytes]]) -> None:
-        """Insert or replace rules from changelog records made by ``dump`` (later ones win).
-
-        Decoded one by one, stored in one vectorised step: a restore loads every model of
-        a task at once, and per-key row allocation would dominate it.
-        """
-        decoder = msgspec.msgpack.Decoder(_RuleState)
+    def load(self, records: Sequence[tuple[bytes, bytes]]) -> None:
+        """Insert or replace rules and remembered ids from changelog records (the latest
+        value per key), in this release's format or the previous one's."""
         keys: list[str] = []
-        states: list[_RuleState] = []
-        for key, payload in records:
+        values: list[bytes] = []
+        legacy: list[tuple[str, bytes]] = []
+        dedupe: list[tuple[bytes, bytes]] = []
+        for suffix, value in records:
+            if suffix == _EPOCH:
+                self._epoch = _load_epoch(value)
+                continue
+            if suffix[:1] == b"#":
+                dedupe.append((suffix, value))
+                continue
+            key = _rule_key(suffix)
+            head = value[0] if value else None
+            if head == FORMAT:
+                keys.append(key)
+                values.append(value)
+            elif head in _LEGACY_FORMATS:
+                legacy.append((key, value))
+            else:
+                raise StateFormatError(
+                    f"rule record {suffix!r}: unknown format byte {head!r} (this release "
+                    f"reads {FORMAT} and the previous msgpack format): written by a newer "
+                    "release?"
+                )
+        if keys:
+            self._store.unpack(keys, values)
+        if legacy:
+            self._load_legacy(legacy)
+        self._dedupe.load(dedupe)
+
+    def _load_legacy(self, records: list[tuple[str, bytes]]) -> None:
+        decoder = msgspec.msgpack.Decoder(_LegacyRuleState)
+        states: list[_LegacyRuleState] = []
+        for key, value in records:
             try:
-                states.append(decoder.decode(payload))
+                states.append(decoder.decode(value))
             except msgspec.DecodeError as exc:
-                raise DecodeError("invalid_state", f"rule {key!r}: {exc}") from exc
-            keys.append(key)
-        if not keys:
-            return
-        rows = self._rows_for(keys)
-        self._ref[rows] = [st.ref_time for st in states]
-        self._succ[rows] = [st.success for st in states]
-        self._fail[rows] = [st.failure for st in states]
-        self._version[rows] = [st.version for st in states]
-        counts = np.array([len(st.recent) for st in states], dtype=np.int64)
-        self._id_count[rows] = counts
-        self._prune_at[rows] = np.maximum(_PRUNE_MIN, 2 * counts)
-        for row, state in zip(rows.tolist(), states, strict=True):
-            self._recent[row] = dict(state.recent)
+                raise StateFormatError(f"rule record {key!r} (msgpack format): {exc}") from exc
+        keys = [key for key, _ in records]
+        hashes = salted(hash_strings(keys), np.full(len(keys), -np.inf))
+        self._store.assign(
+            keys,
+            {
+                "ref": [s.ref_time for s in states],
+                "succ": [s.success for s in states],
+                "fail": [s.failure for s in states],
+                "version": [s.version for s in states],
+                "hash": hashes,
+                # Not recorded before format 1: the nearest time known.
+                "published_us": [round(s.ref_time * 1e6) for s in states],
+            },
+        )
+        counts = [len(s.recent) for s in states]
+        rules = np.repeat(hashes, counts)
+        ids = [eid for s in states for eid in s.recent]
+        ts = np.array([t for s in states for t in s.recent.values()], dtype=np.float64)
+        # Logged at the next flush: the legacy record is replaced by a new one at the
+        # rule's next publication, and its ids must not be lost with it.
+        self._dedupe.insert(pair_keys(rules, hash_strings(ids)), rules, ts, log=True)
+
+    def forget(self, key: str) -> bool:
+        """Drop a rule and its remembered ids; False if it was unknown. The task writes the
+        rule record's tombstone; the dedupe records that held its ids are rewritten at the
+        next flush (stale copies elsewhere age out: they name the old incarnation)."""
+        row = self._store.row(key)
+        if row is None:
+            return False
+        self._dedupe.forget_rule(self._store["hash"][row])
+        self._store.remove(key)
+        self._epoch += 1
+        self._epoch_changed = True
+        return True
+
+
+def _load_epoch(value: bytes) -> int:
+    if len(value) != _EPOCH_RECORD.size or value[0] != FORMAT:
+        raise StateFormatError(
+            f"record {_EPOCH!r}: {len(value)} bytes, format byte {value[:1]!r}; this release "
+            f"reads format {FORMAT} (written by a newer release?)"
+        )
+    epoch: int = _EPOCH_RECORD.unpack(value)[1]
+    return epoch
+
+
+def _rule_key(suffix: bytes) -> str:
+    if suffix[:1] != b":":
+        raise StateFormatError(f"trust learner record {suffix!r}: unknown key")
+    try:
+        return suffix[1:].decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise StateFormatError(f"rule record {suffix!r}: key is not UTF-8") from exc
+
+
+def _writable(array: npt.NDArray[Any]) -> npt.NDArray[Any]:
+    """A C-contiguous writable array: the one layout the kernels are compiled for."""
+    if array.flags.c_contiguous and array.flags.writeable:
+        return array
+    return np.array(array, order="C")
 
 
 def _status_codes(
     trust: FloatArray, high: FloatArray, retire_below: float, probation_below: float
 ) -> IntArray:
     return np.where(high < retire_below, 2, np.where(trust < probation_below, 1, 0))
-
-
-def _status(
-    trust: FloatArray, high: FloatArray, retire_below: float, probation_below: float
-) -> list[RuleStatus]:
-    codes = _status_codes(trust, high, retire_below, probation_below)
-    return [_STATUSES[code] for code in codes.tolist()]

@@ -1,4 +1,4 @@
-"""The trainer's operational HTTP endpoints: /metrics, /healthz and /readyz.
+"""The trainer's operational HTTP endpoints: /metrics, /healthz, /readyz and /v1 queries.
 
 A deliberately tiny HTTP/1.1 server on `asyncio.start_server`: one request per connection
 (`Connection: close`), GET and HEAD only, bounded request size and read time. It needs no
@@ -12,10 +12,12 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import Callable
-from types import TracebackType
 
 from prometheus_client import CollectorRegistry
 from prometheus_client.exposition import choose_encoder
+
+from stream_trainer.aio import StartStop
+from stream_trainer.ops.queries import Queries
 
 log = logging.getLogger(__name__)
 
@@ -31,6 +33,7 @@ _REASONS = {
     503: "Service Unavailable",
 }
 _TEXT = "text/plain; charset=utf-8"
+_JSON = "application/json"
 
 
 class BadRequestError(Exception):
@@ -38,11 +41,11 @@ class BadRequestError(Exception):
 
 
 class _Request:
-    __slots__ = ("headers", "method", "path")
+    __slots__ = ("headers", "method", "path", "query")
 
-    def __init__(self, method: str, path: str, headers: dict[str, str]) -> None:
+    def __init__(self, method: str, target: str, headers: dict[str, str]) -> None:
         self.method = method
-        self.path = path
+        self.path, _, self.query = target.partition("?")
         self.headers = headers
 
 
@@ -55,7 +58,7 @@ class _Response:
         self.content_type = content_type
 
 
-class OpsServer:
+class OpsServer(StartStop):
     """Serves Prometheus metrics and health probes; owns its listening socket and clients.
 
     `ready` defaults to always-ready; the service passes a callable that is True once its
@@ -70,8 +73,10 @@ class OpsServer:
         port: int = 9400,
         ready: Callable[[], bool] | None = None,
         ready_reason: Callable[[], str] | None = None,
+        queries: Queries | None = None,
         request_timeout: float = 10.0,
     ) -> None:
+        self._queries = queries
         self._registry = registry
         self._host = host
         self._requested_port = port
@@ -112,18 +117,6 @@ class OpsServer:
         await asyncio.gather(*clients, return_exceptions=True)
         await server.wait_closed()
 
-    async def __aenter__(self) -> OpsServer:
-        await self.start()
-        return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        await self.stop()
-
     async def _on_client(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         # asyncio creates this task; registering it lets stop() cancel and await it.
         task = asyncio.current_task()
@@ -142,7 +135,7 @@ class OpsServer:
         try:
             request = await asyncio.wait_for(_read_request(reader), self._timeout)
             head = request.method == "HEAD"
-            response = self._route(request)
+            response = await self._route(request)
         except TimeoutError:
             response = _Response(408, b"request timeout\n")
         except BadRequestError as exc:
@@ -157,9 +150,13 @@ class OpsServer:
         except ConnectionError as exc:
             log.debug("ops HTTP client went away before the response: %s", exc)
 
-    def _route(self, request: _Request) -> _Response:
+    async def _route(self, request: _Request) -> _Response:
         if request.method not in ("GET", "HEAD"):
             return _Response(405, b"method not allowed\n")
+        if self._queries is not None and request.path.startswith("/v1/"):
+            answer = await self._queries.answer(request.path, request.query)
+            if answer is not None:
+                return _Response(answer.status, answer.body, _JSON)
         if request.path == "/metrics":
             return self._metrics(request.headers.get("accept", ""))
         if request.path == "/healthz":
@@ -222,7 +219,7 @@ def _parse_request_line(line: str) -> tuple[str, str]:
     if len(parts) != 3 or not parts[2].startswith("HTTP/1.") or not parts[1].startswith("/"):
         raise BadRequestError("malformed request line")
     method, target, _version = parts
-    return method.upper(), target.split("?", 1)[0]
+    return method.upper(), target
 
 
 def _encode(response: _Response, *, head: bool) -> bytes:

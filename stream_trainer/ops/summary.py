@@ -13,7 +13,7 @@ from stream_trainer.ops.metrics import TrainerMetrics
 from stream_trainer.progress import Progress
 from stream_trainer.tasks import TaskManager
 
-log = logging.getLogger("stream_trainer.service")
+log = logging.getLogger(__name__)
 
 STATUSES = ("active", "probation", "retired")
 
@@ -34,6 +34,7 @@ class Summary:
         self._progress = progress
         self._consumer = consumer
         self._interval_s = interval_s
+        self._lag_labels: set[tuple[str, str]] = set()
 
     async def run(self) -> None:
         last_events, last_time = self._progress.events, time.monotonic()
@@ -55,6 +56,7 @@ class Summary:
     def update_lag(self) -> int:
         """Per partition: high watermark minus our committed offset. Returns the total."""
         total = 0
+        reported: set[tuple[str, str]] = set()
         for tp in self._consumer.assignment():
             high = self._consumer.highwater(tp)
             task = self._tasks.tasks.get(tp.partition)
@@ -62,18 +64,29 @@ class Summary:
             if high is None or done is None:
                 continue
             lag = max(0, high - done)
-            self._metrics.consumer_lag.labels(topic=tp.topic, partition=str(tp.partition)).set(lag)
+            labels = (tp.topic, str(tp.partition))
+            self._metrics.consumer_lag.labels(*labels).set(lag)
+            reported.add(labels)
             total += lag
+        # A partition another member owns now is reported there: drop ours.
+        for labels in self._lag_labels - reported:
+            self._metrics.consumer_lag.remove(*labels)
+        self._lag_labels = reported
         return total
 
     def update_model_gauges(self) -> None:
-        rules = models = 0
+        held: Counter[str] = Counter()
         by_status: Counter[str] = Counter()
+        dedupe: Counter[str] = Counter()
         for task in self._tasks.tasks.values():
-            r, m = task.state.model_counts
-            rules, models = rules + r, models + m
-            by_status.update(task.status_counts)
-        self._metrics.models.labels(kind="rule").set(rules)
-        self._metrics.models.labels(kind="model").set(models)
+            held.update(task.state.model_counts)
+            rule_summary = task.summaries.get("rule", {})
+            by_status.update(rule_summary.get("status", {}))
+            dedupe.update({k: v for k, v in rule_summary.items() if k.startswith("dedupe_")})
+        for kind in ("rule", "model", *held):
+            self._metrics.models.labels(kind=kind).set(held[kind])
         for status in STATUSES:
             self._metrics.rules_by_status.labels(status=status).set(by_status[status])
+        self._metrics.dedupe_ids.set(dedupe["dedupe_ids"])
+        self._metrics.dedupe_bytes.set(dedupe["dedupe_bytes"])
+        self._metrics.dedupe_evicted.set(dedupe["dedupe_evicted"])

@@ -26,6 +26,7 @@ from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import GroupCoordinatorNotAvailableError
 from aiokafka.partitioner import DefaultPartitioner
 
+from stream_trainer.dev.synthetic import SyntheticPulse
 from stream_trainer.errors import DecodeError
 from stream_trainer.events import (
     ModelVersion,
@@ -37,7 +38,6 @@ from stream_trainer.events import (
     ts_us,
 )
 from stream_trainer.kafka.clients import read_to_end, stop_consumer, topic_partitions
-from stream_trainer.synthetic import SyntheticPulse
 from tests.reference_learners import ReferenceResult, reference_forecaster, reference_trust
 
 TRUST_RTOL = 1e-9
@@ -129,7 +129,8 @@ async def seeded_stream(
     """
     topics = new_topics(label)
     await create_inputs(bootstrap, topics, partitions)
-    records = list(SyntheticPulse(seed=seed, n_variables=models, n_rules=models).records(events))
+    pulse = SyntheticPulse(seed=seed, n_variables=models, n_rules=models)
+    records: list[InputRecord] = list(pulse.records(events))
     await produce(bootstrap, topics, records[:produce_first])
     return topics, records
 
@@ -237,13 +238,26 @@ def cli_env(bootstrap: str, topics: Topics, **settings: Any) -> dict[str, str]:
 
 
 def start_trainer(
-    bootstrap: str, topics: Topics, log_path: Path, *args: str, **settings: Any
+    bootstrap: str,
+    topics: Topics,
+    log_path: Path,
+    *args: str,
+    release: Path | None = None,
+    **settings: Any,
 ) -> subprocess.Popen[bytes]:
-    """The trainer as a real subprocess through its CLI (`python -m stream_trainer.cli`)."""
+    """The trainer as a real subprocess through its CLI (`python -m stream_trainer.cli`).
+
+    `release`: run the code of another release extracted there (`git archive`) instead.
+    """
+    env = cli_env(bootstrap, topics, **settings)
+    if release is not None:
+        # `-m` puts the working directory first on sys.path: it must be the release too.
+        env["PYTHONPATH"] = str(release)
     log = log_path.open("ab")
     proc = subprocess.Popen(
         cli("run", *args),
-        env=cli_env(bootstrap, topics, **settings),
+        env=env,
+        cwd=release,
         stdout=log,
         stderr=subprocess.STDOUT,
     )

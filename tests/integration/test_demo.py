@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pytest
 
-from stream_trainer.commands.demo_traffic import TrafficPlan
+from stream_trainer.dev.demo.traffic import TrafficPlan
 from tests.integration.harness import end_offsets
 
 pytestmark = pytest.mark.kafka

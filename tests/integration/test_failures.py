@@ -6,10 +6,11 @@ import pytest
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 
 from stream_trainer.config import load_settings
+from stream_trainer.dev.invalid import bad_records
+from stream_trainer.dev.synthetic import SyntheticPulse
 from stream_trainer.errors import DeadLetterError, TopologyError
 from stream_trainer.ops.metrics import TrainerMetrics
 from stream_trainer.service import Trainer
-from stream_trainer.synthetic import SyntheticPulse
 from tests.integration import harness as h
 
 pytestmark = pytest.mark.kafka
@@ -56,7 +57,7 @@ async def test_unwritable_dead_letter_topic_is_fatal_and_commits_nothing(
     )
     pulse = SyntheticPulse(seed=41, n_variables=5, n_rules=5)
     valid = list(pulse.records(200))
-    bad = [(kind, key, value) for kind, key, value, _ in pulse.bad_records(5)]
+    bad = [(kind, key, value) for kind, key, value, _ in bad_records(pulse, 5)]
     await h.produce(kafka_bootstrap, topics, valid + bad)
 
     settings = load_settings(environ=topics.env(kafka_bootstrap))

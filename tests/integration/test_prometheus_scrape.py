@@ -1,6 +1,6 @@
 """A real Prometheus scrapes the trainer's metrics; assertions go through its HTTP API.
 
-The first test scrapes a bare OpsServer with set values; the second (issue 6) a running
+The first test scrapes a bare OpsServer with set values; the second a running
 `Trainer` fed a synthetic stream, and also evaluates every query of the Grafana dashboard
 on that Prometheus. Skipped where the `prometheus` binary is missing, except on CI
 (CI=true), whose test command installs it: there a missing binary fails.
@@ -25,9 +25,10 @@ from typing import Any
 import pytest
 
 from stream_trainer.config import load_settings
+from stream_trainer.dev.invalid import bad_records
+from stream_trainer.dev.synthetic import SyntheticPulse
 from stream_trainer.ops import OpsServer, TrainerMetrics
 from stream_trainer.service import Trainer
-from stream_trainer.synthetic import SyntheticPulse
 from tests.integration import harness as h
 
 pytestmark = pytest.mark.timeout(120)
@@ -160,7 +161,7 @@ async def test_prometheus_scrapes_the_ops_server(tmp_path: Path) -> None:
         assert float(up["value"][1]) == 1
 
 
-# -- a running trainer (issue 6) ---------------------------------------------------------
+# -- a running trainer ------------------------------------------------------------------
 
 
 def _dashboard_exprs() -> dict[str, str]:
@@ -179,7 +180,7 @@ def _stream(pulse: SyntheticPulse, valid: int, bad: int) -> list[h.InputRecord]:
     records: list[h.InputRecord] = list(pulse.records(valid))
     every = valid // bad
     for i, (kind, key, value, _reason) in enumerate(
-        pulse.bad_records(bad, max_event_bytes=MAX_EVENT_BYTES)
+        bad_records(pulse, bad, max_event_bytes=MAX_EVENT_BYTES)
     ):
         records.insert(i * (every + 1), (kind, key, value))
     return records

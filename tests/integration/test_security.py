@@ -1,4 +1,4 @@
-"""The trainer and the client publishers against a SASL_SSL listener (issue 6 item 8).
+"""The trainer and the client publishers against a SASL_SSL listener.
 
 A dedicated local broker (not the session one) gets a SASL_SSL listener with a throw-away
 CA: PLAIN users from the JAAS line, a SCRAM-SHA-256 user created with Kafka's own
@@ -21,16 +21,16 @@ import msgspec
 import pytest
 
 from stream_trainer.client import FeedbackPublisher, ObservationPublisher
-from stream_trainer.commands.demo_report import read_latest
-from stream_trainer.commands.demo_traffic import ensure_input_topics
 from stream_trainer.config import Settings
+from stream_trainer.dev.broker.config import choose_free_ports
+from stream_trainer.dev.broker.local_broker import Listener, LocalKafkaBroker
+from stream_trainer.dev.demo.report import read_latest
+from stream_trainer.dev.demo.traffic import ensure_input_topics
+from stream_trainer.dev.synthetic import OBSERVATION, SyntheticPulse
 from stream_trainer.errors import KafkaError, StreamTrainerError
 from stream_trainer.events import Feedback, ModelVersion, Observation, RuleVersion
-from stream_trainer.kafka._broker_config import choose_free_ports
 from stream_trainer.kafka.clients import client_options
-from stream_trainer.kafka.local_broker import Listener, LocalKafkaBroker
 from stream_trainer.service import Trainer
-from stream_trainer.synthetic import OBSERVATION, SyntheticPulse
 from tests.tls import TlsFiles, add_scram_user, make_tls, secure_overrides
 
 pytestmark = pytest.mark.kafka

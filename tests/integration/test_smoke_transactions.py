@@ -13,7 +13,7 @@ import pytest
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 
-from stream_trainer.kafka.local_broker import LocalKafkaBroker
+from stream_trainer.dev.broker.local_broker import LocalKafkaBroker
 
 pytestmark = [pytest.mark.kafka, pytest.mark.timeout(120)]
 

@@ -12,9 +12,11 @@ from pathlib import Path
 
 import pytest
 
+from stream_trainer.batching import PendingBatch
 from stream_trainer.config import load_settings
 from stream_trainer.ops.metrics import TrainerMetrics
-from stream_trainer.service import Trainer
+from stream_trainer.service import Collaborators, Trainer
+from stream_trainer.tasks import TaskManager
 from tests.integration import harness as h
 
 pytestmark = pytest.mark.kafka
@@ -70,6 +72,23 @@ async def test_sigterm_drains_while_input_is_still_arriving(
     assert h.verify(outputs, h.expected_models(records)) == []
 
 
+class _Slow:
+    """The task manager, 20 ms slower per batch: the queue fills, partitions pause."""
+
+    def __init__(self, tasks: TaskManager) -> None:
+        self._tasks = tasks
+
+    async def process(self, batch: PendingBatch) -> None:
+        await asyncio.sleep(0.02)
+        await self._tasks.process(batch)
+
+    def commit_due_in(self, task: int) -> float | None:
+        return self._tasks.commit_due_in(task)
+
+    async def commit(self, task: int) -> None:
+        await self._tasks.commit(task)
+
+
 async def test_backpressure_pauses_partitions_and_loses_nothing(kafka_bootstrap: str) -> None:
     """A slow worker and a one-batch queue: partitions pause, memory stays bounded."""
     topics, records = await h.seeded_stream(
@@ -82,14 +101,13 @@ async def test_backpressure_pauses_partitions_and_loses_nothing(kafka_bootstrap:
         worker_concurrency=1,
         processing_guarantee="at_least_once",
     )
-    trainer = Trainer(settings, TrainerMetrics(), until_end=True, serve_http=False)
-    slow_process = trainer._tasks.process
-
-    async def slow(batch):  # type: ignore[no-untyped-def]
-        await asyncio.sleep(0.02)
-        await slow_process(batch)
-
-    trainer._pool._process = slow
+    trainer = Trainer(
+        settings,
+        TrainerMetrics(),
+        until_end=True,
+        serve_http=False,
+        parts=Collaborators(processor=_Slow),
+    )
     paused_seen = 0
     max_held = 0
     await trainer.start()
@@ -98,8 +116,7 @@ async def test_backpressure_pauses_partitions_and_loses_nothing(kafka_bootstrap:
         while not trainer._loop_task.done():  # type: ignore[union-attr]
             assert time.monotonic() < deadline, "trainer did not reach the end"
             paused_seen = max(paused_seen, len(trainer.paused_tasks))
-            blocked = sum(len(b) for b in trainer._blocked.values())
-            max_held = max(max_held, trainer._pool.depth + blocked)
+            max_held = max(max_held, trainer.held_batches)
             await asyncio.sleep(0.005)
         await trainer.wait()
     finally:

@@ -50,7 +50,7 @@ def test_tasks_are_batched_separately_and_discard_drops_one() -> None:
     b.add(0, 0, "observation", recs("obs", 0, 0, 3), now=0.0)
     b.add(1, 0, "observation", recs("obs", 1, 0, 4), now=0.0)
     assert b.discard(0) == 3
-    (batch,) = b.flush()
+    (batch,) = b.due(now=1.0)
     assert batch.task == 1 and len(batch) == 4
 
 
@@ -58,7 +58,7 @@ def test_new_generation_starts_a_new_batch() -> None:
     b = MicroBatcher(max_events=100, linger_ms=50)
     b.add(0, 0, "observation", recs("obs", 0, 0, 3), now=0.0)
     b.add(0, 1, "observation", recs("obs", 0, 0, 2), now=0.0)  # after a reset: old dropped
-    (batch,) = b.flush()
+    (batch,) = b.due(now=1.0)
     assert batch.generation == 1 and len(batch) == 2
 
 
@@ -70,7 +70,7 @@ def test_no_record_lost_or_duplicated_whatever_the_fetch_sizes(sizes: list[int],
     for n in sizes:
         out += b.add(0, 0, "observation", recs("obs", 0, offset, n), now=0.0)
         offset += n
-    out += b.flush()
+    out += b.due(now=1.0)
     seen = [r.offset for batch in out for r in batch.observations]
     assert seen == list(range(offset))
     assert all(len(batch) <= cap for batch in out)

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from stream_trainer.cli import build_parser, main
-from stream_trainer.events import stale_schemas
+from stream_trainer.schemas import stale_schemas
 
 SUBCOMMANDS = ("run", "replay", "dead-letters", "demo", "schemas")
 

@@ -10,12 +10,12 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from stream_trainer.commands.demo import demo_settings, plan_from_args
-from stream_trainer.commands.demo_traffic import SPAN_HALF_LIVES, TrafficPlan, traffic
 from stream_trainer.config import Settings
+from stream_trainer.dev.demo.command import demo_settings, plan_from_args
+from stream_trainer.dev.demo.traffic import SPAN_HALF_LIVES, TrafficPlan, traffic
+from stream_trainer.dev.synthetic import OBSERVATION
 from stream_trainer.errors import ConfigError
 from stream_trainer.events import decode_feedback, decode_observation
-from stream_trainer.synthetic import OBSERVATION
 
 NOW = datetime(2026, 6, 1, tzinfo=UTC)
 

@@ -12,6 +12,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from stream_trainer import columns as cols
 from stream_trainer import events as ev
 from stream_trainer.errors import DecodeError, StreamTrainerError
 
@@ -283,15 +284,15 @@ def test_ts_s_is_correctly_rounded_microseconds(dt: datetime) -> None:
 
 @given(st.lists(aware, max_size=20))
 def test_array_helpers_match_scalar_helpers(values: list[datetime]) -> None:
-    assert ev.ts_us_array(values).tolist() == [ev.ts_us(v) for v in values]
-    assert ev.ts_s_array(values).tolist() == [ev.ts_s(v) for v in values]
+    assert cols.ts_us_array(values).tolist() == [ev.ts_us(v) for v in values]
+    assert cols.ts_s_array(values).tolist() == [ev.ts_s(v) for v in values]
 
 
 def test_ts_us_array_is_exact_across_the_float_fast_path_limit() -> None:
     limit = ev.from_ts_us(2**32 * 1_000_000)
     values = [limit + timedelta(microseconds=d) for d in (-1, 0, 1, 999_999)]
     values.append(datetime(2100, 12, 31, 23, 59, 59, 999_999, tzinfo=UTC))
-    assert ev.ts_us_array(values).tolist() == [ev.ts_us(v) for v in values]
+    assert cols.ts_us_array(values).tolist() == [ev.ts_us(v) for v in values]
 
 
 def test_utc_now_is_aware() -> None:
@@ -307,12 +308,12 @@ def test_observations_to_columns() -> None:
         ev.Observation(f"o-{i}", f"v{i % 2}", base + timedelta(microseconds=i), float(i))
         for i in range(5)
     ]
-    columns = ev.observations_to_columns(events)
+    columns = cols.observations_to_columns(events)
     assert columns.variable == ["v0", "v1", "v0", "v1", "v0"]
     assert columns.ts_us.dtype == np.int64
     assert columns.ts_us.tolist() == [ev.ts_us(base) + i for i in range(5)]
     assert columns.value.tolist() == [0.0, 1.0, 2.0, 3.0, 4.0]
-    assert len(ev.observations_to_columns([])) == 0
+    assert len(cols.observations_to_columns([])) == 0
 
 
 def test_feedback_to_columns() -> None:
@@ -321,13 +322,13 @@ def test_feedback_to_columns() -> None:
         ev.Feedback(f"f-{i}", "r", base + timedelta(seconds=i), i % 2 == 0, weight=i + 1.0)
         for i in range(3)
     ]
-    columns = ev.feedback_to_columns(events)
+    columns = cols.feedback_to_columns(events)
     assert columns.event_id == ["f-0", "f-1", "f-2"]
     assert columns.rule_id == ["r"] * 3
     assert columns.ts_s.tolist() == [ev.ts_s(base) + i for i in range(3)]
     assert columns.success.tolist() == [True, False, True]
     assert columns.weight.tolist() == [1.0, 2.0, 3.0]
-    empty = ev.feedback_to_columns([])
+    empty = cols.feedback_to_columns([])
     assert len(empty) == 0
     assert empty.success.dtype == np.bool_
 

@@ -9,7 +9,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from stream_trainer.errors import ConfigError, DecodeError
+from stream_trainer.errors import ConfigError, StateFormatError
 from stream_trainer.events import ModelVersion, from_ts_us
 from stream_trainer.learners import Forecaster
 from tests.reference_learners import ObservationEvent, observation_columns, reference_forecaster
@@ -201,22 +201,27 @@ def test_tracks_a_regime_switch_with_forgetting() -> None:
     assert all(v.skill is not None and v.skill > 0 for v in versions)
 
 
-def test_dump_load_round_trip_is_exact() -> None:
+def test_flushed_state_round_trip_is_exact() -> None:
     learner = Forecaster(order=2)
     learner.learn_batch(observation_columns([("v", i, float(i % 7)) for i in range(20)]))
+    state = learner.flush(NOW).state
+    assert [key for key, _ in state] == [b":v"]
     restored = Forecaster(order=2)
-    restored.load(learner.dump(["v"]))
+    restored.load([(k, v) for k, v in state if v is not None])
     assert restored.versions(["v"], NOW) == learner.versions(["v"], NOW)
 
 
-def test_load_rejects_garbage_and_other_orders() -> None:
+def test_load_rejects_garbage_other_orders_and_newer_formats() -> None:
     learner = Forecaster(order=2)
     learner.learn_batch(observation_columns([("v", 1, 1.0)]))
-    with pytest.raises(DecodeError) as info:
-        Forecaster(order=3).load(learner.dump(["v"]))
-    assert info.value.reason == "invalid_state"
-    with pytest.raises(DecodeError):
-        Forecaster(order=2).load([("v", b"\xc1")])
+    ((key, value),) = learner.flush(NOW).state
+    assert value is not None and value[0] == 1  # the format byte
+    with pytest.raises(StateFormatError, match="bytes expected"):
+        Forecaster(order=3).load([(key, value)])
+    with pytest.raises(StateFormatError, match="corrupt"):
+        Forecaster(order=2).load([(b":v", b"\x93\xc1")])
+    with pytest.raises(StateFormatError, match="format 2 is unknown"):
+        Forecaster(order=2).load([(b":v", b"\x02" + value[1:])])
 
 
 @pytest.mark.parametrize(

@@ -69,13 +69,26 @@ def case(request: pytest.FixtureRequest) -> Case:
 
 
 def _run(
-    case: Case, learner: AnyLearner, events: list[Any], sizes: Sequence[int]
+    case: Case,
+    learner: AnyLearner,
+    events: list[Any],
+    sizes: Sequence[int],
+    changelog: dict[bytes, bytes | None] | None = None,
 ) -> list[LearnResult]:
+    """Learn batch by batch, publishing after each (into ``changelog`` when given)."""
     results, start = [], 0
     for size in sizes:
         results.append(learner.learn_batch(case.columns(events[start : start + size])))
+        flushed = learner.flush(NOW)
+        if changelog is not None:
+            changelog.update(flushed.state)
         start += size
     return results
+
+
+def _live(changelog: dict[bytes, bytes | None]) -> list[tuple[bytes, bytes]]:
+    """The records a restore loads: the latest of each key, tombstones dropped."""
+    return [(key, value) for key, value in changelog.items() if value is not None]
 
 
 def _keys(events: list[Any]) -> list[str]:
@@ -133,15 +146,16 @@ def test_dump_load_then_continue_equals_never_dumped(case: Case) -> None:
     _run(case, straight, head, [50] * 5)
     _run(case, straight, tail, [30] * 5)
     interrupted = case.make()
-    _run(case, interrupted, head, [50] * 5)
+    changelog: dict[bytes, bytes | None] = {}
+    _run(case, interrupted, head, [50] * 5, changelog)
     restored = case.make()
-    restored.load(interrupted.dump(_keys(head)))
+    restored.load(_live(changelog))
     assert len(restored) == len(_keys(head))
     _run(case, restored, tail, [30] * 5)
     assert restored.versions(keys, NOW) == straight.versions(keys, NOW)  # bit for bit
 
 
-def test_versions_count_touched_batches_from_one(case: Case) -> None:
+def test_versions_count_publications_from_one(case: Case) -> None:
     events = case.stream(3)
     learner = case.make()
     expected: dict[str, int] = {}
@@ -153,12 +167,46 @@ def test_versions_count_touched_batches_from_one(case: Case) -> None:
         applied = {e[0] for i, e in enumerate(batch) if i not in rejected}
         in_batch_order = dict.fromkeys(e[0] for e in batch)
         assert result.touched == [k for k in in_batch_order if k in applied]
-        for key in result.touched:
+        flushed = learner.flush(NOW)
+        assert sorted(flushed.keys) == sorted(applied)
+        assert len(flushed.values) == len(flushed.keys)
+        for key in flushed.keys:
             expected[key] = expected.get(key, 0) + 1
         keys = sorted(expected)
         assert [v.version for v in learner.versions(keys, NOW)] == [expected[k] for k in keys]
         assert len(learner) == len(expected)
         start += size
+
+
+def test_many_batches_between_flushes_publish_once_per_key(case: Case) -> None:
+    events = case.stream(6)
+    learner = case.make()
+    _run_unflushed = [learner.learn_batch(case.columns(events[i : i + 40])) for i in (0, 40, 80)]
+    assert all(r.touched for r in _run_unflushed)
+    flushed = learner.flush(NOW)
+    assert len(flushed.keys) == len(set(flushed.keys)) == len(learner)
+    assert {v.version for v in learner.versions(list(learner), NOW)} == {1}
+    assert learner.flush(NOW).keys == []  # nothing changed since
+
+
+def test_forget_drops_a_key_and_it_starts_afresh(case: Case) -> None:
+    events = case.stream(7)[:100]
+    learner = case.make()
+    _run(case, learner, events, [100])
+    key = _keys(events)[0]
+    assert learner.forget(key)
+    assert key not in set(learner)
+    assert not learner.forget(key)
+    again = [e for e in events if e[0] == key][:1]
+    learner.learn_batch(case.columns(again))
+    learner.flush(NOW)
+    assert learner.versions([key], NOW)[0].version == 1
+
+
+def test_summary_is_a_dict(case: Case) -> None:
+    learner = case.make()
+    _run(case, learner, case.stream(8)[:50], [50])
+    assert isinstance(learner.summary(), dict)
 
 
 def test_empty_batch_changes_nothing(case: Case) -> None:
@@ -170,6 +218,7 @@ def test_empty_batch_changes_nothing(case: Case) -> None:
     result = learner.learn_batch(case.columns([]))
     assert result.touched == []
     assert result.rejected_positions.shape == (0,)
+    assert learner.flush(NOW).keys == []
     assert learner.versions(keys, NOW) == before
 
 

@@ -12,15 +12,15 @@ import struct
 import subprocess
 import sys
 import threading
+import zipfile
 from pathlib import Path
 
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from stream_trainer.errors import BrokerLaunchError, ConfigError, KafkaError
-from stream_trainer.kafka import _broker_daemon as daemon
-from stream_trainer.kafka._broker_config import (
+from stream_trainer.dev.broker import daemon, jars
+from stream_trainer.dev.broker.config import (
     BASE_SETTINGS,
     BrokerSpec,
     Listener,
@@ -31,21 +31,23 @@ from stream_trainer.kafka._broker_config import (
     render_server_properties,
     server_settings,
 )
-from stream_trainer.kafka._broker_jars import (
+from stream_trainer.dev.broker.jars import (
     MARKER_NAME,
+    RESOURCE_FILES,
     cache_is_complete,
     default_cache_dir,
-    default_deploy_dir,
+    default_resources_dir,
     find_java,
     kafka_version,
     resolve_jars,
 )
-from stream_trainer.kafka._kafka_probe import (
+from stream_trainer.dev.broker.local_broker import LocalKafkaBroker, _with_parent_death_signal
+from stream_trainer.dev.broker.probe import (
     decode_metadata_response,
     encode_metadata_request,
     fetch_cluster_info,
 )
-from stream_trainer.kafka.local_broker import LocalKafkaBroker, _with_parent_death_signal
+from stream_trainer.errors import BrokerLaunchError, ConfigError, KafkaError
 
 CLUSTER_ID_RE = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_-]{21}$")
 ports = st.integers(min_value=1, max_value=65535)
@@ -203,8 +205,8 @@ def _fake_mvn(tmp_path: Path, *, fail: bool = False) -> tuple[Path, Path]:
 def test_jars_are_fetched_once_then_served_from_cache(tmp_path: Path) -> None:
     mvn, calls = _fake_mvn(tmp_path)
     libs = tmp_path / "cache" / "libs"
-    assert resolve_jars(default_deploy_dir(), libs, mvn) == libs
-    assert resolve_jars(default_deploy_dir(), libs, mvn) == libs
+    assert resolve_jars(default_resources_dir(), libs, mvn) == libs
+    assert resolve_jars(default_resources_dir(), libs, mvn) == libs
     assert calls.read_text().count("x") == 1
     assert (libs / MARKER_NAME).read_text().split() == ["a.jar", "b.jar"]
     assert sorted(p.name for p in (tmp_path / "cache").iterdir()) == ["libs"]
@@ -213,10 +215,10 @@ def test_jars_are_fetched_once_then_served_from_cache(tmp_path: Path) -> None:
 def test_cache_missing_a_listed_jar_is_incomplete(tmp_path: Path) -> None:
     mvn, calls = _fake_mvn(tmp_path)
     libs = tmp_path / "libs"
-    resolve_jars(default_deploy_dir(), libs, mvn)
+    resolve_jars(default_resources_dir(), libs, mvn)
     (libs / "a.jar").unlink()
     assert not cache_is_complete(libs)
-    resolve_jars(default_deploy_dir(), libs, mvn)
+    resolve_jars(default_resources_dir(), libs, mvn)
     assert calls.read_text().count("x") == 2
     assert cache_is_complete(libs)
 
@@ -225,7 +227,7 @@ def test_failed_mvn_raises_with_its_output_and_leaves_no_cache(tmp_path: Path) -
     mvn, _ = _fake_mvn(tmp_path, fail=True)
     libs = tmp_path / "cache" / "libs"
     with pytest.raises(BrokerLaunchError, match=r"(?s)exited 7.*boom"):
-        resolve_jars(default_deploy_dir(), libs, mvn)
+        resolve_jars(default_resources_dir(), libs, mvn)
     assert list((tmp_path / "cache").iterdir()) == []
 
 
@@ -237,7 +239,32 @@ def test_cache_dir_default_and_env_override(monkeypatch: pytest.MonkeyPatch) -> 
 
 
 def test_kafka_version_comes_from_the_pom() -> None:
-    assert re.fullmatch(r"\d+\.\d+\.\d+", kafka_version(default_deploy_dir()))
+    assert re.fullmatch(r"\d+\.\d+\.\d+", kafka_version(default_resources_dir()))
+
+
+def test_pom_and_log4j_config_ship_as_package_data(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv(jars.RESOURCES_ENV, raising=False)
+    resources = default_resources_dir()
+    assert resources == Path(jars.__file__).parent / "resources"  # inside the package
+    assert all((resources / name).is_file() for name in RESOURCE_FILES)
+    monkeypatch.setenv(jars.RESOURCES_ENV, "/elsewhere")
+    assert default_resources_dir() == Path("/elsewhere")
+
+
+def test_zipped_package_data_is_unpacked_into_the_cache(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    archive = tmp_path / "pkg.zip"
+    with zipfile.ZipFile(archive, "w") as zipped:
+        for name in RESOURCE_FILES:
+            zipped.writestr(f"resources/{name}", f"contents of {name}")
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    unpacked = jars._unpacked(zipfile.Path(archive, "resources/"))
+    assert unpacked.is_relative_to(tmp_path / "home" / ".cache")
+    assert [(unpacked / n).read_text() for n in RESOURCE_FILES] == [
+        f"contents of {n}" for n in RESOURCE_FILES
+    ]
+    assert jars._unpacked(zipfile.Path(archive, "resources/")) == unpacked  # idempotent
 
 
 def test_java_is_taken_from_java_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

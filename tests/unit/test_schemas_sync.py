@@ -8,6 +8,7 @@ from pathlib import Path
 import msgspec
 
 from stream_trainer import events as ev
+from stream_trainer import schemas as sch
 
 SCHEMAS = Path(__file__).resolve().parents[2] / "schemas"
 EXPECTED_FILES = {
@@ -20,7 +21,7 @@ EXPECTED_FILES = {
 
 
 def test_committed_schemas_match_the_code() -> None:
-    stale = ev.stale_schemas(SCHEMAS)
+    stale = sch.stale_schemas(SCHEMAS)
     assert stale == [], f"re-run `stream-trainer schemas export` (stale: {stale})"
     assert {p.name for p in SCHEMAS.glob("*.schema.json")} == EXPECTED_FILES
 
@@ -37,28 +38,28 @@ def test_a_changed_struct_is_detected() -> None:
         unit: str | None = None  # the change: a new optional field
 
     changed: list[type[msgspec.Struct]] = [Observation, *ev.EVENT_TYPES[1:]]
-    assert ev.stale_schemas(SCHEMAS, changed) == ["observation.schema.json"]
+    assert sch.stale_schemas(SCHEMAS, changed) == ["observation.schema.json"]
 
 
 def test_export_writes_stable_files(tmp_path: Path) -> None:
-    written = ev.export_schemas(tmp_path / "out")
+    written = sch.export_schemas(tmp_path / "out")
     assert {p.name for p in written} == EXPECTED_FILES
     first = {p.name: p.read_bytes() for p in written}
-    ev.export_schemas(tmp_path / "out")
+    sch.export_schemas(tmp_path / "out")
     assert {p.name: p.read_bytes() for p in written} == first
-    assert ev.stale_schemas(tmp_path / "out") == []
+    assert sch.stale_schemas(tmp_path / "out") == []
     for text in first.values():
         assert text.endswith(b"}\n")
         assert json.loads(text)["$schema"].endswith("2020-12/schema")
 
 
 def test_missing_edited_and_extra_files_are_stale(tmp_path: Path) -> None:
-    ev.export_schemas(tmp_path)
+    sch.export_schemas(tmp_path)
     (tmp_path / "feedback.schema.json").unlink()
     edited = tmp_path / "rule_version.schema.json"
     edited.write_text(edited.read_text().replace('"trust"', '"trust_score"'))
     (tmp_path / "old_event.schema.json").write_text("{}\n")
-    assert ev.stale_schemas(tmp_path) == [
+    assert sch.stale_schemas(tmp_path) == [
         "old_event.schema.json",
         "feedback.schema.json",
         "rule_version.schema.json",
@@ -66,7 +67,7 @@ def test_missing_edited_and_extra_files_are_stale(tmp_path: Path) -> None:
 
 
 def test_schemas_state_the_contract_rules() -> None:
-    schemas = ev.json_schemas()
+    schemas = sch.json_schemas()
     feedback = schemas["feedback"]["$defs"]["Feedback"]
     assert feedback["required"] == ["event_id", "rule_id", "ts", "success"]
     assert feedback["properties"]["weight"]["exclusiveMinimum"] == 0

@@ -10,7 +10,8 @@ import numpy.typing as npt
 import pytest
 
 from stream_trainer import events as ev
-from stream_trainer import synthetic as syn
+from stream_trainer.dev import invalid as inv
+from stream_trainer.dev import synthetic as syn
 from stream_trainer.errors import DecodeError
 
 
@@ -30,7 +31,9 @@ def test_same_seed_same_bytes_and_other_seed_other_bytes() -> None:
     assert make(11) != make(12)
     pulse = syn.SyntheticPulse(11, 5, 4)
     assert list(pulse.records(300)) == list(pulse.records(300))  # each call starts afresh
-    assert list(pulse.bad_records(30)) == list(syn.SyntheticPulse(11, 5, 4).bad_records(30))
+    assert list(inv.bad_records(pulse, 30)) == list(
+        inv.bad_records(syn.SyntheticPulse(11, 5, 4), 30)
+    )
 
 
 def test_every_record_decodes_with_matching_key_and_unique_id() -> None:
@@ -164,7 +167,7 @@ def test_constructor_rejects_nonsense() -> None:
 
 def test_every_bad_record_fails_with_its_expected_reason() -> None:
     pulse = syn.SyntheticPulse(13, 4, 4)
-    bad = list(pulse.bad_records(220))
+    bad = list(inv.bad_records(pulse, 220))
     for kind, _key, value, reason in bad:
         with pytest.raises(DecodeError) as info:
             decode(kind, value)
@@ -174,7 +177,7 @@ def test_every_bad_record_fails_with_its_expected_reason() -> None:
 
 
 def test_oversized_bad_records_follow_the_configured_limit() -> None:
-    bad = syn.SyntheticPulse(13, 4, 4).bad_records(44, max_event_bytes=2048)
+    bad = inv.bad_records(syn.SyntheticPulse(13, 4, 4), 44, max_event_bytes=2048)
     for kind, _, value, reason in bad:
         if reason == "oversized":
             assert 2048 < len(value) < 2048 + 400
@@ -190,27 +193,27 @@ def test_contextual_bad_records() -> None:
     feedback = next(r for r in records if r[0] == syn.FEEDBACK)
     original = ev.decode_observation(observation[2])
 
-    kind, key, value, reason = syn.duplicate_of(observation)
+    kind, key, value, reason = inv.duplicate_of(observation)
     dup = ev.decode_observation(value)
     assert (kind, key, reason) == (syn.OBSERVATION, observation[1], "duplicate")
     assert (dup.ts, dup.value, dup.variable) == (original.ts, original.value, original.variable)
     assert dup.event_id != original.event_id
 
-    kind, key, value, reason = syn.duplicate_of(feedback)
+    kind, key, value, reason = inv.duplicate_of(feedback)
     assert (key, reason) == (feedback[1], "duplicate_event_id")
     assert value != feedback[2]
     assert ev.decode_feedback(value) == ev.decode_feedback(feedback[2])
 
-    _, key, value, reason = syn.out_of_order_of(observation, by_s=2.5)
+    _, key, value, reason = inv.out_of_order_of(observation, by_s=2.5)
     older = ev.decode_observation(value)
     assert (key, reason) == (observation[1], "out_of_order")
     assert ev.ts_us(original.ts) - ev.ts_us(older.ts) == 2_500_000
     assert older.variable == original.variable
     with pytest.raises(ValueError, match="observations only"):
-        syn.out_of_order_of(feedback)
+        inv.out_of_order_of(feedback)
 
     for record in (observation, feedback):
-        _, key, value, reason = syn.key_mismatch_of(record)
+        _, key, value, reason = inv.key_mismatch_of(record)
         event = decode(record[0], value)
         name = event.variable if isinstance(event, ev.Observation) else event.rule_id
         assert reason == "key_mismatch"

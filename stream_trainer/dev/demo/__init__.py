@@ -1,0 +1,1 @@
+"""`stream-trainer demo`: the command (`command`), its traffic, live progress and report."""
