@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import importlib
+import json
 import os
 import platform
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any
@@ -249,3 +252,23 @@ async def wait_process(proc: subprocess.Popen[bytes], timeout_s: float) -> int:
             raise TimeoutError(f"process {proc.pid} still running after {timeout_s}s")
         await asyncio.sleep(0.05)
     return proc.returncode
+
+
+@contextlib.contextmanager
+def broker_or_local(bootstrap: str | None) -> Iterator[str]:
+    """`bootstrap` when given, else a fresh local broker for the length of the block."""
+    if bootstrap:
+        yield bootstrap
+        return
+    from stream_trainer.dev.broker.local_broker import LocalKafkaBroker
+
+    with LocalKafkaBroker() as local:
+        yield local.bootstrap
+
+
+def emit(result: dict[str, Any], json_path: Path | None) -> None:
+    """Print a standalone benchmark's result as one JSON line (and write it to a file)."""
+    text = json.dumps(result)
+    if json_path:
+        json_path.write_text(text)
+    print(text)

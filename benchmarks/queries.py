@@ -18,20 +18,18 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
-import json
 import os
 import random
 import socket
 import tempfile
 import time
 from collections import Counter
-from collections.abc import Iterator
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote
 
-from benchmarks.common import Workload, machine, rule_name
+from benchmarks.common import Workload, broker_or_local, emit, machine, rule_name
 from benchmarks.paced import Sent, endless, produce_paced
 from tests.integration import harness
 
@@ -152,17 +150,6 @@ async def run(args: argparse.Namespace, bootstrap: str) -> dict[str, Any]:
     }  # fmt: skip
 
 
-@contextlib.contextmanager
-def broker(bootstrap: str | None) -> Iterator[str]:
-    if bootstrap:
-        yield bootstrap
-        return
-    from stream_trainer.dev.broker.local_broker import LocalKafkaBroker
-
-    with LocalKafkaBroker() as local:
-        yield local.bootstrap
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
     parser.add_argument("--bootstrap", help="an existing broker (default: start one)")
@@ -173,12 +160,9 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=7)
     parser.add_argument("--json", type=Path)
     args = parser.parse_args()
-    with broker(args.bootstrap) as bootstrap:
+    with broker_or_local(args.bootstrap) as bootstrap:
         result = asyncio.run(run(args, bootstrap))
-    text = json.dumps(result)
-    if args.json:
-        args.json.write_text(text)
-    print(text)
+    emit(result, args.json)
 
 
 if __name__ == "__main__":

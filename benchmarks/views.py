@@ -14,14 +14,11 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import contextlib
 import gc
-import json
 import os
 import time
 import tracemalloc
 import uuid
-from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -29,7 +26,7 @@ from typing import Any
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 
-from benchmarks.common import machine, rule_name
+from benchmarks.common import broker_or_local, emit, machine, rule_name
 from stream_trainer.config import Settings
 from stream_trainer.events import RuleVersion, encode
 from stream_trainer.kafka.clients import read_to_end, stop_consumer, topic_partitions
@@ -132,17 +129,6 @@ def memory_per_key(keys: int) -> dict[str, Any]:
     return {"memory_keys": len(table), "bytes_per_key": held / keys, "wire_json_bytes": wire}
 
 
-@contextlib.contextmanager
-def broker(bootstrap: str | None) -> Iterator[str]:
-    if bootstrap:
-        yield bootstrap
-        return
-    from stream_trainer.dev.broker.local_broker import LocalKafkaBroker
-
-    with LocalKafkaBroker() as local:
-        yield local.bootstrap
-
-
 async def run(args: argparse.Namespace, bootstrap: str) -> dict[str, Any]:
     topic = f"bench-views-{uuid.uuid4().hex[:8]}.rule-versions"
     started = time.perf_counter()
@@ -167,12 +153,9 @@ def main() -> None:
     parser.add_argument("--memory-keys", type=int, default=100_000)
     parser.add_argument("--json", type=Path)
     args = parser.parse_args()
-    with broker(args.bootstrap) as bootstrap:
+    with broker_or_local(args.bootstrap) as bootstrap:
         result = asyncio.run(run(args, bootstrap))
-    text = json.dumps(result)
-    if args.json:
-        args.json.write_text(text)
-    print(text)
+    emit(result, args.json)
 
 
 if __name__ == "__main__":
